@@ -59,7 +59,7 @@ class TaskFamily:
 _FAMILIES: list[TaskFamily] = []
 
 # Each module registers its family on import.
-_BUILTIN_FAMILY_MODULES = ("contenv.tasks.metaworld",)
+_BUILTIN_FAMILY_MODULES = ("contenv.tasks.metaworld", "contenv.tasks.memory", "contenv.tasks.popgym")
 
 
 def register_task_family(family: TaskFamily) -> None:
