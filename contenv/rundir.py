@@ -1,0 +1,559 @@
+"""The run directory: what a training run leaves behind and what reports read.
+
+A run is a directory holding
+
+- ``config.json``: everything needed to rerun it. Reports need ``tasks`` (the sequence,
+  in order) and ``steps_per_task``; they also use ``scenario``, ``agent``, ``protection``
+  (or ``method``) and ``seed`` when present;
+- ``progress.csv``: one row per eval point, columns ``step``, ``active_task``,
+  ``test/stochastic/<i>/<task>/success`` for every position ``i`` (and the same for
+  ``deterministic``), optionally ``.../return`` and ``.../length``, plus free columns
+  such as ``train/...``.
+
+:class:`RunWriter` appends rows durably (flush + fsync after each) and, on resume, drops
+the rows logged after the restored checkpoint, so every eval point appears exactly once.
+:func:`load_runs` reads many runs and reports broken ones instead of failing.
+
+Example:
+    >>> import tempfile
+    >>> run_dir = Path(tempfile.mkdtemp())
+    >>> _ = write_config(run_dir, {"tasks": ["a", "b"], "steps_per_task": 10, "protection": "ewc"})
+    >>> with RunWriter(run_dir) as writer:
+    ...     for step in (10, 20):
+    ...         writer.write({"step": step, "active_task": step // 11,
+    ...                       success_column(0, "a"): 0.5, success_column(1, "b"): 0.0})
+    >>> run = load_run(run_dir)
+    >>> run.stochastic.tolist(), run.steps.tolist(), run.method
+    ([[0.5, 0.0], [0.5, 0.0]], [10, 20], 'ewc')
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal, Mapping
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+CONFIG_FILE = "config.json"
+PROGRESS_FILE = "progress.csv"
+DEFAULT_PROTECTION = "finetune"
+Mode = Literal["stochastic", "deterministic"]
+
+__all__ = [
+    "CONFIG_FILE",
+    "PROGRESS_FILE",
+    "success_column",
+    "atomic_write_json",
+    "write_config",
+    "RunWriter",
+    "Run",
+    "RunLoadError",
+    "load_run",
+    "find_run_dirs",
+    "load_runs",
+    "protection_name",
+    "group_by_method",
+    "group_by_scenario",
+]
+
+
+def success_column(position: int, task: str, mode: Mode = "stochastic") -> str:
+    """Column of the success rate of sequence position ``position``.
+
+    Example:
+        >>> success_column(0, "hammer-v3")
+        'test/stochastic/0/hammer-v3/success'
+    """
+    return f"test/{mode}/{position}/{task}/success"
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes the rename itself durable; not possible on every platform.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON to ``path`` via a temporary file and ``os.replace``: never half written.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "x.json"
+        >>> atomic_write_json(path, {"a": 1}); json.loads(path.read_text())
+        {'a': 1}
+    """
+    path = Path(path)
+    _atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_config(run_dir: str | Path, config: Mapping[str, Any]) -> Path:
+    """Create ``run_dir`` if needed and write ``config.json`` atomically; returns its path.
+
+    Example:
+        >>> import tempfile
+        >>> write_config(Path(tempfile.mkdtemp()) / "run", {"tasks": ["a"]}).name
+        'config.json'
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / CONFIG_FILE
+    atomic_write_json(path, dict(config))
+    return path
+
+
+def _format_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "item"):  # numpy / torch scalars
+        value = value.item()
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(value))
+
+
+class RunWriter:
+    """Appends one ``progress.csv`` row per eval point, durably.
+
+    The first row fixes the header (``step`` first, ``active_task`` second when given,
+    then the row's order); later rows may leave columns out (written empty) but not
+    add new ones. Steps must increase, so an eval point cannot be written twice.
+
+    Args:
+        run_dir: the run directory (created if missing).
+        resume: open an existing ``progress.csv`` and append to it (a torn last line
+            from a killed process is dropped). Without it an existing non-empty file is
+            an error rather than silently overwritten.
+
+    Example:
+        >>> import tempfile
+        >>> run_dir = Path(tempfile.mkdtemp())
+        >>> with RunWriter(run_dir) as w:
+        ...     for step in (10, 20, 30):
+        ...         w.write({"step": step, "loss": 0.1})
+        >>> with RunWriter(run_dir, resume=True) as w:  # restored the checkpoint of step 10
+        ...     w.truncate_after(10)
+        ...     w.write({"step": 20, "loss": 0.2})
+        2
+        >>> (run_dir / PROGRESS_FILE).read_text().split()
+        ['step,loss', '10,0.1', '20,0.2']
+    """
+
+    def __init__(self, run_dir: str | Path, resume: bool = False) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.run_dir / PROGRESS_FILE
+        self.header: list[str] | None = None
+        self.last_step: float | None = None
+        exists = self.path.exists() and self.path.stat().st_size > 0
+        if exists and not resume:
+            raise FileExistsError(f"{self.path} already has rows; pass resume=True to append")
+        if exists:
+            self._drop_torn_line()
+            self._read_existing()
+        self._file = open(self.path, "a", newline="")
+
+    # -- reading back what is there
+    def _drop_torn_line(self) -> None:
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            _atomic_write_text(self.path, data[: data.rfind(b"\n") + 1].decode())
+
+    def _rows(self) -> list[list[str]]:
+        with open(self.path, newline="") as f:
+            return [row for row in csv.reader(f) if row]
+
+    def _read_existing(self) -> None:
+        rows = self._rows()
+        if not rows:
+            return
+        self.header = rows[0]
+        if "step" not in self.header:
+            raise ValueError(f"{self.path}: existing header has no 'step' column")
+        k = self.header.index("step")
+        if len(rows) > 1:
+            self.last_step = float(rows[-1][k])
+
+    # -- writing
+    def write(self, row: Mapping[str, Any]) -> None:
+        """Append one eval point (``row`` must hold ``step``), then flush and fsync."""
+        if "step" not in row:
+            raise ValueError("a progress row needs a 'step' entry")
+        step = float(row["step"])
+        if self.last_step is not None and step <= self.last_step:
+            raise ValueError(
+                f"step {row['step']} is not after the last written step {self.last_step:g}; "
+                "a resumed run must call truncate_after(checkpoint_step) first"
+            )
+        if self.header is None:
+            first = [k for k in ("step", "active_task") if k in row]
+            self.header = first + [k for k in row if k not in first]
+            self._write_line(self.header)
+        unknown = [k for k in row if k not in self.header]
+        if unknown:
+            raise ValueError(f"columns {unknown} are not in the header fixed by the first row of {self.path}")
+        self._write_line([_format_value(row.get(k)) for k in self.header])
+        self.last_step = step
+
+    def _write_line(self, values: list[str]) -> None:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerow(values)
+        self._file.write(buffer.getvalue())
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def truncate_after(self, step: float) -> int:
+        """Drop the rows whose step is greater than ``step``; returns how many were dropped.
+
+        Called on resume with the step of the restored checkpoint, so the eval points
+        the killed process logged after that checkpoint are logged again, once.
+        """
+        self._file.close()
+        rows = self._rows()
+        dropped = 0
+        if len(rows) > 1:
+            k = rows[0].index("step")
+            kept = [r for r in rows[1:] if float(r[k]) <= step]
+            dropped = len(rows) - 1 - len(kept)
+            buffer = io.StringIO()
+            csv.writer(buffer, lineterminator="\n").writerows([rows[0]] + kept)
+            _atomic_write_text(self.path, buffer.getvalue())
+            self.last_step = float(kept[-1][k]) if kept else None
+        self._file = open(self.path, "a", newline="")
+        return dropped
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "RunWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class RunLoadError(Exception):
+    """A run that cannot be read: ``path`` (the file at fault) and ``reason``."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass
+class Run:
+    """One loaded run: its config, its progress table and the success tensors.
+
+    ``stochastic`` / ``deterministic`` are float64 ``[eval_points, tasks]``
+    (``deterministic`` is None when not logged); ``steps`` is int64 ``[eval_points]``.
+    """
+
+    path: Path
+    config: dict[str, Any]
+    progress: pd.DataFrame
+    tasks: list[str]
+    steps_per_task: int
+    steps: Tensor
+    stochastic: Tensor
+    deterministic: Tensor | None = field(default=None)
+
+    def success(self, mode: Mode = "stochastic") -> Tensor:
+        """The success tensor of ``mode``."""
+        tensor = self.stochastic if mode == "stochastic" else self.deterministic
+        if tensor is None:
+            raise ValueError(f"{self.path / PROGRESS_FILE}: no {mode} success columns")
+        return tensor
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def total_steps(self) -> int:
+        """Steps of the whole sequence."""
+        return self.num_tasks * self.steps_per_task
+
+    @property
+    def is_complete(self) -> bool:
+        """The last eval point is at (or past) the end of the sequence."""
+        return len(self.steps) > 0 and int(self.steps[-1]) >= self.total_steps
+
+    @property
+    def protection(self) -> str:
+        return protection_name(self.config)
+
+    @property
+    def agent(self) -> str | None:
+        agent = self.config.get("agent")
+        return None if agent is None else str(agent)
+
+    @property
+    def method(self) -> str:
+        """The protection method (``protection``, else ``method``, else ``finetune``)."""
+        return self.protection
+
+    @property
+    def scenario(self) -> str:
+        return str(self.config.get("scenario") or "custom")
+
+    @property
+    def seed(self) -> Any:
+        return self.config.get("seed")
+
+
+def protection_name(config: Mapping[str, Any]) -> str:
+    """Method name from a config: ``protection``, else ``method``, else ``finetune``.
+
+    A list (composed methods) is joined with ``+``.
+
+    Example:
+        >>> protection_name({}), protection_name({"method": "l2"}), protection_name({"protection": ["replay", "ewc"]})
+        ('finetune', 'l2', 'replay+ewc')
+    """
+    value = config.get("protection")
+    if value in (None, "", []):
+        value = config.get("method")
+    if value in (None, "", []):
+        return DEFAULT_PROTECTION
+    if isinstance(value, (list, tuple)):
+        return "+".join(str(v) for v in value)
+    return str(value)
+
+
+def _read_config(run_dir: Path) -> tuple[dict[str, Any], list[str], int]:
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise RunLoadError(path, "missing (every run directory needs config.json)")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunLoadError(path, f"not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise RunLoadError(path, f"expected a JSON object, found {type(config).__name__}")
+    tasks = config.get("tasks")
+    if tasks is None:
+        raise RunLoadError(path, "missing required key 'tasks' (the task sequence)")
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
+        raise RunLoadError(path, f"'tasks' must be a non-empty list of task names, found {tasks!r}")
+    spt = config.get("steps_per_task")
+    if spt is None:
+        raise RunLoadError(path, "missing required key 'steps_per_task'")
+    if isinstance(spt, bool) or not isinstance(spt, (int, float)) or spt <= 0 or int(spt) != spt:
+        raise RunLoadError(path, f"'steps_per_task' must be a positive integer, found {spt!r}")
+    return config, tasks, int(spt)
+
+
+def _numeric_column(frame: pd.DataFrame, column: str, path: Path) -> Tensor:
+    values = pd.to_numeric(frame[column], errors="coerce")
+    bad = values.isna()
+    if bad.any():
+        row = int(bad.to_numpy().argmax())
+        raw = frame[column].iloc[row]
+        what = "empty" if pd.isna(raw) else f"non-numeric value {raw!r}"
+        raise RunLoadError(path, f"{what} in column {column!r} at data row {row + 1}")
+    return torch.tensor(values.to_numpy(dtype="float64"))
+
+
+def _success_tensor(frame: pd.DataFrame, tasks: list[str], mode: Mode, path: Path) -> Tensor | None:
+    columns = [success_column(i, t, mode) for i, t in enumerate(tasks)]
+    missing = [c for c in columns if c not in frame.columns]
+    if len(missing) == len(columns) and mode == "deterministic":
+        return None
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise RunLoadError(path, f"missing columns {shown} (tasks from config.json)")
+    success = torch.stack([_numeric_column(frame, c, path) for c in columns], dim=-1)
+    if ((success < 0) | (success > 1)).any():
+        raise RunLoadError(path, f"{mode} success values outside [0, 1]")
+    return success
+
+
+def load_run(path: str | Path) -> Run:
+    """Read one run directory.
+
+    Raises:
+        RunLoadError: naming the file at fault and what is wrong with it.
+
+    Example:
+        >>> import tempfile
+        >>> load_run(tempfile.mkdtemp())  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        contenv.rundir.RunLoadError: .../config.json: missing (every run directory needs config.json)
+    """
+    run_dir = Path(path)
+    if not run_dir.is_dir():
+        raise RunLoadError(run_dir, "not a directory")
+    config, tasks, spt = _read_config(run_dir)
+    progress_path = run_dir / PROGRESS_FILE
+    if not progress_path.is_file():
+        raise RunLoadError(progress_path, "missing")
+    try:
+        frame = pd.read_csv(progress_path)
+    except pd.errors.EmptyDataError:
+        raise RunLoadError(progress_path, "empty file (no header, no eval rows)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        reason = " ".join(str(e).split())
+        raise RunLoadError(progress_path, f"malformed CSV ({reason})") from None
+    if "step" not in frame.columns:
+        raise RunLoadError(progress_path, "missing column 'step'")
+    if len(frame) == 0:
+        raise RunLoadError(progress_path, "no eval rows (header only)")
+    steps = _numeric_column(frame, "step", progress_path)
+    if (steps != steps.round()).any():
+        raise RunLoadError(progress_path, "non-integer values in column 'step'")
+    steps = steps.long()
+    repeated = (steps[1:] <= steps[:-1]).nonzero().flatten()
+    if len(repeated):
+        k = int(repeated[0]) + 1
+        raise RunLoadError(
+            progress_path,
+            f"steps do not increase at data row {k + 1} (step {int(steps[k])} after {int(steps[k - 1])}); "
+            "an eval point logged twice? (a resumed run must truncate_after its checkpoint)",
+        )
+    return Run(
+        path=run_dir,
+        config=config,
+        progress=frame,
+        tasks=list(tasks),
+        steps_per_task=spt,
+        steps=steps,
+        stochastic=_success_tensor(frame, tasks, "stochastic", progress_path),
+        deterministic=_success_tensor(frame, tasks, "deterministic", progress_path),
+    )
+
+
+def find_run_dirs(paths: Iterable[str | Path]) -> tuple[list[Path], list[RunLoadError]]:
+    """Run directories at or under ``paths``: a directory holding ``config.json`` (or,
+    broken, only ``progress.csv``) is a run and is not searched further.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> _ = write_config(root / "group" / "seed0", {})
+        >>> [p.name for p in find_run_dirs([root])[0]]
+        ['seed0']
+    """
+    found: list[Path] = []
+    errors: list[RunLoadError] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            errors.append(RunLoadError(path, "does not exist"))
+            continue
+        if not path.is_dir():
+            errors.append(RunLoadError(path, "not a directory"))
+            continue
+        before = len(found)
+        for root, dirs, files in os.walk(path):
+            if CONFIG_FILE in files or PROGRESS_FILE in files:
+                found.append(Path(root))
+                dirs[:] = []
+            else:
+                dirs.sort()
+        if len(found) == before:
+            errors.append(RunLoadError(path, f"no run directory ({CONFIG_FILE}) found at or under it"))
+    return found, errors
+
+
+def load_runs(paths: Iterable[str | Path]) -> tuple[list[Run], list[RunLoadError]]:
+    """Load every run at or under ``paths``; broken runs become errors, not exceptions.
+
+    Example:
+        >>> runs, errors = load_runs(["/nonexistent/run"])
+        >>> runs, [str(e) for e in errors]
+        ([], ['/nonexistent/run: does not exist'])
+    """
+    run_dirs, errors = find_run_dirs(paths)
+    runs: list[Run] = []
+    for run_dir in run_dirs:
+        try:
+            runs.append(load_run(run_dir))
+        except RunLoadError as e:
+            errors.append(e)
+    return runs, errors
+
+
+# --------------------------------------------------------------------------- grouping
+
+
+def group_by_method(runs: Iterable[Run]) -> dict[str, list[Run]]:
+    """Runs grouped by method. The name is the protection; when the runs use more than
+    one agent it becomes ``<agent>/<protection>`` so that, say, an MLP and a GRU
+    fine-tuning never share a row (a missing agent reads ``?``).
+
+    Example:
+        >>> def fake(**config):
+        ...     return Run(Path("."), config, pd.DataFrame(), ["a"], 1, torch.zeros(0), torch.zeros(0, 1))
+        >>> sorted(group_by_method([fake(protection="ewc"), fake()]))
+        ['ewc', 'finetune']
+        >>> sorted(group_by_method([fake(agent="sac", protection="ewc"), fake(agent="gru_sac")]))
+        ['gru_sac/finetune', 'sac/ewc']
+    """
+    runs = list(runs)
+    mixed_agents = len({run.agent for run in runs}) > 1
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        name = f"{run.agent or '?'}/{run.protection}" if mixed_agents else run.protection
+        groups.setdefault(name, []).append(run)
+    return groups
+
+
+def group_by_scenario(runs: Iterable[Run]) -> dict[str, list[Run]]:
+    """Runs grouped by what they were trained on: scenario id, task list and steps per
+    task. The label is the scenario id, extended with the budget (and a counter) when
+    one id is used with different task lists or budgets.
+
+    Example:
+        >>> def fake(spt, **config):
+        ...     return Run(Path("."), config, pd.DataFrame(), ["a"], spt, torch.zeros(0), torch.zeros(0, 1))
+        >>> sorted(group_by_scenario([fake(10, scenario="s"), fake(20, scenario="s"), fake(10)]))
+        ['custom', 's (10 steps/task)', 's (20 steps/task)']
+    """
+    keyed: dict[tuple, list[Run]] = {}
+    for run in runs:
+        keyed.setdefault((run.scenario, tuple(run.tasks), run.steps_per_task), []).append(run)
+    per_name = Counter(key[0] for key in keyed)
+    groups: dict[str, list[Run]] = {}
+    for (scenario, _, spt), members in keyed.items():
+        label = scenario if per_name[scenario] == 1 else f"{scenario} ({spt} steps/task)"
+        base, k = label, 2
+        while label in groups:
+            label, k = f"{base} #{k}", k + 1
+        groups[label] = members
+    return groups
