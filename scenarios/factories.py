@@ -31,6 +31,20 @@ def make_cw_triplet_env(index: int = 0, **kwargs: Any) -> ContinualEnv:
     return ContinualEnv(cw_triplet_tasks(index), **kwargs)
 
 
+def memory_variant(task: str, visible_steps: int, hide: str = "goal") -> str:
+    """The spec of ``task`` whose goal (and objects) vanish after ``visible_steps`` steps."""
+    dials = f"visible_steps={int(visible_steps)}" + (f",hide={hide!r}" if hide != "goal" else "")
+    return f"{task}({dials})"
+
+
+def make_cw_memory_env(base: str = "contenv/CW10-v0", visible_steps: int = 1, hide: str = "goal", **kwargs: Any) -> ContinualEnv:
+    """``contenv/CWMemory10-v0``: a CW sequence whose goal is seen only in the first ``visible_steps`` steps."""
+    from scenarios import load_scenarios
+
+    tasks = load_scenarios()[base].kwargs["tasks"]
+    return ContinualEnv([memory_variant(t, visible_steps, hide) for t in tasks], **kwargs)
+
+
 def make_sequence_env(tasks: Sequence[str] | None = None, **kwargs: Any) -> ContinualEnv:
     """``contenv/Sequence-v0``: any list of tasks, given as ``tasks=[...]``."""
     if tasks is None:

@@ -14,6 +14,11 @@ reproduces on v3:
   some of its own observations leave, so the goal part is widened to cover the hand's
   workspace and the declared goal space.
 
+Memory variants: the dial ``visible_steps=k`` (``"push-v3(visible_steps=5)"``) shows the
+goal only in the first ``k`` observations of an episode and zeroes it afterwards;
+``hide="goal+object"`` zeroes the object positions too (both frames). A policy must then
+remember what it saw: ``contenv/CWMemory10-v0`` is CW10 built this way.
+
 ``reward_version`` picks Meta-World's ``reward_function_version``: "v2" (default) or
 "v1" (the reward of the original papers). v3's v1 reward of stick-pull reads the object
 position at indices of the old observation layout; on the 39-dim layout those indices
@@ -39,11 +44,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from contenv.tasks.registry import TaskFamily, register_task_family, unknown_name_error
+from contenv.tasks.registry import TaskFamily, check_dials, register_task_family, unknown_name_error
 
 REWARD_VERSIONS = ("v2", "v1")
 OBS_DIM = 39
 GOAL = slice(36, 39)
+# Positions of the two objects, in the current and the previous frame.
+OBJECT_POSITIONS = (slice(4, 7), slice(11, 14), slice(22, 25), slice(29, 32))
+HIDE_CHOICES = ("goal", "goal+object")
 # Margin around the union of hand workspace and declared goal space (metres).
 _GOAL_MARGIN = 0.1
 # v3 leaves object positions unbounded; Gymnasium's checker rejects infinite bounds. 5 m
@@ -81,7 +89,14 @@ class MetaWorldTask(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, task_name: str, horizon: int = 200, reward_version: str = "v2") -> None:
+    def __init__(
+        self,
+        task_name: str,
+        horizon: int = 200,
+        reward_version: str = "v2",
+        visible_steps: int | None = None,
+        hide: str = "goal",
+    ) -> None:
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
         if task_name not in ALL_V3_ENVIRONMENTS:
@@ -89,6 +104,13 @@ class MetaWorldTask(gym.Env):
         if not isinstance(horizon, (int, np.integer)) or horizon <= 0:
             raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
         check_reward_version(task_name, reward_version)
+        if visible_steps is not None and (isinstance(visible_steps, bool) or not isinstance(visible_steps, (int, np.integer)) or visible_steps < 0):
+            raise ValueError(f"visible_steps must be an integer >= 0 (or None: always visible), got {visible_steps!r}")
+        if hide not in HIDE_CHOICES:
+            raise ValueError(f"unknown hide {hide!r}; allowed: {', '.join(HIDE_CHOICES)}")
+        self.visible_steps = visible_steps
+        self._hidden = [GOAL] + (list(OBJECT_POSITIONS) if hide == "goal+object" else [])
+        self._episode_step = 0
         self.task_name = task_name
         self.horizon = int(horizon)
         self.reward_version = reward_version
@@ -122,11 +144,13 @@ class MetaWorldTask(gym.Env):
             self._seeded = True
         obs, _ = self._env.reset()
         self._success = False
+        self._episode_step = 0
         return self._observe(obs), {"success": False}
 
     def step(self, action):
         action = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
         obs, reward, terminated, truncated, info = self._env.step(action)
+        self._episode_step += 1
         success_now = bool(info.get("success", False))
         self._success = self._success or success_now
         info = dict(info)
@@ -135,8 +159,12 @@ class MetaWorldTask(gym.Env):
         return self._observe(obs), float(reward), bool(terminated), bool(truncated), info
 
     def _observe(self, obs: np.ndarray) -> np.ndarray:
-        # A no-op except for a simulator blow-up flinging an object beyond _OBJECT_BOUND.
-        return np.clip(obs, self.observation_space.low, self.observation_space.high).astype(np.float32)
+        # Clipping is a no-op except for a simulator blow-up flinging an object beyond _OBJECT_BOUND.
+        obs = np.clip(obs, self.observation_space.low, self.observation_space.high).astype(np.float32)
+        if self.visible_steps is not None and self._episode_step >= self.visible_steps:
+            for part in self._hidden:
+                obs[part] = 0.0
+        return obs
 
     def close(self) -> None:
         self._env.close()
@@ -146,7 +174,8 @@ class MetaWorldTask(gym.Env):
     # continues where it was. The episode in flight is not kept: call reset() first.
     def __getstate__(self) -> dict[str, Any]:
         return {
-            "args": (self.task_name, self.horizon, self.reward_version),
+            "args": (self.task_name, self.horizon, self.reward_version, self.visible_steps,
+                     "goal+object" if len(self._hidden) > 1 else "goal"),
             "np_random": self._np_random,
             "layout_rng": self._env.np_random if self._seeded else None,
             "seeded": self._seeded,
@@ -167,13 +196,14 @@ def _widened_observation_space(env: Any) -> gym.spaces.Box:
     hand = env._HAND_SPACE
     low[GOAL] = np.minimum(np.minimum(low[GOAL], hand.low), env.goal_space.low) - _GOAL_MARGIN
     high[GOAL] = np.maximum(np.maximum(high[GOAL], hand.high), env.goal_space.high) + _GOAL_MARGIN
+    # Memory variants zero hidden parts: 0 must lie inside every bound.
+    low, high = np.minimum(low, -1e-3), np.maximum(high, 1e-3)
     return gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
 
 
 def _make_metaworld_task(name: str, params: dict[str, Any], *, horizon: int, reward_version: str) -> gym.Env:
-    if params:
-        raise ValueError(f"Meta-World task {name!r} takes no dials, got {sorted(params)}")
-    return MetaWorldTask(name, horizon=horizon, reward_version=reward_version)
+    dials = check_dials(name, params, {"visible_steps": None, "hide": "goal"})
+    return MetaWorldTask(name, horizon=horizon, reward_version=reward_version, **dials)
 
 
 register_task_family(TaskFamily("metaworld", names=metaworld_task_names(), factory=_make_metaworld_task))
