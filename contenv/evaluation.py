@@ -33,12 +33,14 @@ class BatchedPolicy(Protocol):
 
     ``obs`` is ``[B, obs_dim]`` in the sequence's layout, ``state`` is ``None`` at the first
     call and afterwards what the policy returned, ``episode_start`` ``[B]`` marks rows whose
-    recurrent state must be reset, ``positions`` ``[B]`` gives each row's sequence position.
-    Returns actions ``[B, 4]`` in [-1, 1] and the new state.
+    recurrent state must be reset, ``positions`` ``[B]`` gives each row's sequence position,
+    ``rewards`` ``[B]`` the reward of each row's previous step (0 at an episode start), for
+    recurrent agents that read it. Returns actions ``[B, 4]`` in [-1, 1] and the new state.
     """
 
     def act(
-        self, obs: np.ndarray, state: Any, episode_start: np.ndarray, deterministic: bool, positions: np.ndarray
+        self, obs: np.ndarray, state: Any, episode_start: np.ndarray, deterministic: bool, positions: np.ndarray,
+        rewards: np.ndarray | None = None,
     ) -> tuple[np.ndarray, Any]: ...
 
 
@@ -132,10 +134,11 @@ class Evaluator:
         running_return, running_length = np.zeros(num), np.zeros(num)
         busy = np.array([len(q) > 0 for q in queues])
         episode_start = busy.copy()
+        rewards = np.zeros(num, dtype=np.float32)
         positions, success, returns, lengths, scores = [], [], [], [], []
         state = None
         while busy.any():
-            actions, state = policy.act(obs, state, episode_start, deterministic, self._positions)
+            actions, state = policy.act(obs, state, episode_start, deterministic, self._positions, rewards=rewards)
             step = self._pool.step(np.asarray(actions, dtype=np.float32))
             running_return[busy] += step.reward[busy]
             running_length[busy] += 1
@@ -148,6 +151,7 @@ class Evaluator:
             running_return[step.episode_end] = 0.0
             running_length[step.episode_end] = 0.0
             episode_start = step.episode_end & ~step.done
+            rewards = np.where(episode_start, 0.0, step.reward).astype(np.float32)
             busy = ~step.done
             obs = step.obs
         return _per_position(np.array(positions), np.array(success), np.array(returns), np.array(lengths),
@@ -198,8 +202,10 @@ def evaluate_sequential(
             for e in range(count):
                 obs, _ = env.reset(seed=episode_seed(seed, p, e, mode == "deterministic"))
                 state, start, total, length, done = None, np.ones(1, dtype=bool), 0.0, 0, False
+                reward = 0.0
                 while not done:
-                    action, state = policy.act(obs[None], state, start, mode == "deterministic", np.array([p]))
+                    action, state = policy.act(obs[None], state, start, mode == "deterministic", np.array([p]),
+                                               rewards=np.array([reward], dtype=np.float32))
                     obs, reward, terminated, truncated, info = env.step(np.asarray(action, dtype=np.float32)[0])
                     total, length, start, done = total + reward, length + 1, np.zeros(1, dtype=bool), terminated or truncated
                 positions.append(p)
@@ -232,7 +238,7 @@ class ScriptedPolicy:
         self._experts = {name: ScriptedMetaWorldPolicy(name) for name in set(task_names)}
         self.task_names = list(task_names)
 
-    def act(self, obs, state, episode_start, deterministic, positions):
+    def act(self, obs, state, episode_start, deterministic, positions, rewards=None):
         actions = np.stack([self._experts[self.task_names[p]].act(o) for o, p in zip(obs, positions)])
         return actions, state
 
@@ -244,6 +250,6 @@ class SB3Policy:
         self.model = model
         self.device = getattr(model, "device", "cpu")
 
-    def act(self, obs, state, episode_start, deterministic, positions):
+    def act(self, obs, state, episode_start, deterministic, positions, rewards=None):
         actions, state = self.model.predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
         return np.clip(actions, -1.0, 1.0), state

@@ -42,7 +42,7 @@ class GoalRememberingScripted(ScriptedPolicy):
     def __init__(self, specs: Sequence[PositionSpec]) -> None:
         super().__init__(base_task_names(specs))
 
-    def act(self, obs, state, episode_start, deterministic, positions):
+    def act(self, obs, state, episode_start, deterministic, positions, rewards=None):
         goals = np.zeros((len(obs), 3), dtype=np.float32) if state is None else state.copy()
         goals[episode_start] = obs[episode_start][:, GOAL]
         seen = obs.copy()

@@ -33,7 +33,7 @@ class MLPPolicy:
         self.net = torch.nn.Sequential(*layers, torch.nn.Linear(256, 4), torch.nn.Tanh())
         self.torch = torch
 
-    def act(self, obs, state, episode_start, deterministic, positions):
+    def act(self, obs, state, episode_start, deterministic, positions, rewards=None):
         with self.torch.no_grad():
             return self.net(self.torch.as_tensor(obs)).numpy(), state
 

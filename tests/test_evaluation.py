@@ -13,7 +13,7 @@ MIXED = ["reach-v3", "copy(p=2,i=3)", "window-close-v3", "repeat-first(d=4)"]
 class NoisyScripted(ScriptedPolicy):
     """Stochastic in its own way: noise seeded by the observation, so it is reproducible."""
 
-    def act(self, obs, state, episode_start, deterministic, positions):
+    def act(self, obs, state, episode_start, deterministic, positions, rewards=None):
         actions, state = super().act(obs, state, episode_start, deterministic, positions)
         if not deterministic:
             noise = np.stack([np.random.default_rng(abs(hash(o.tobytes())) % 2**32).normal(0, 0.3, 4) for o in obs])
@@ -27,7 +27,7 @@ class RememberingBatch:
     def __init__(self, specs):
         self.specs = specs
 
-    def act(self, obs, state, episode_start, deterministic, positions):
+    def act(self, obs, state, episode_start, deterministic, positions, rewards=None):
         state = list(state) if state is not None else [None] * len(obs)
         actions = []
         for i, (o, p) in enumerate(zip(obs, positions)):

@@ -1,0 +1,366 @@
+"""Actor and twin-critic networks for SAC: the Continual World MLP, GRU and LSTM trunks.
+
+Every network is written *functionally*: ``forward(..., params=None)`` reads its weights
+from a dict of tensors. Without ``params`` the module's own parameters are used; with
+``params`` the given tensors replace them (a partial dict replaces only the names it
+holds). That is what lets a hypernetwork supply an actor's weights, PackNet run the
+actor on masked weights, the SAC update evaluate the critic with detached weights, and
+``torch.func.vmap`` run several seeds stacked into one batched model (``torch.func.
+functional_call`` works too, since ``params=None`` reads ``named_parameters()``).
+
+Shapes: every input has a batch and a time axis, ``[B, T, ...]``; the MLP treats every
+step on its own, the recurrent trunks carry a state along ``T``.
+
+Architecture (Continual World, Wolczyk et al. 2021, ``continualworld/sac/models.py``):
+
+- body: ``Linear -> LayerNorm -> tanh``, then ``Linear -> leaky ReLU`` for each further
+  hidden layer (4 x 256 in CW); leaky ReLU slope 0.2 (TensorFlow's default, which CW used);
+  Glorot-uniform weights and zero biases (Keras' defaults);
+- actor: separate mean and log-std heads, log std clipped to [-20, 2], tanh squashing;
+- critic: ``Q(s, a)`` from the body applied to ``[obs, action]``; two independent
+  critics (clipped double Q);
+- multi-head: every head has ``num_heads`` copies of its outputs and the task index of
+  each step picks one (CW default); ``num_heads=1`` is the single-head variant.
+
+Recurrent trunks (GRU, LSTM) follow the recurrent off-policy recipe of Ni et al. (ICML
+2022): the cell reads ``[obs, previous action, previous reward]`` (each optional), and
+the body reads ``[cell output, obs]`` (plus the action in a critic). Actor and critics
+have their own cells. The recurrent state is one tensor ``[B, state_size]`` (the LSTM
+stores ``[h, c]`` side by side), so it can be masked and stored like any other tensor.
+
+Example:
+    >>> config = NetworkConfig(input_dim=3, num_heads=2, trunk="gru", hidden_sizes=(8, 8), rnn_size=5)
+    >>> actor = Actor(config)
+    >>> obs, task = torch.zeros(4, 6, 3), torch.ones(4, 6, dtype=torch.long)
+    >>> prev_action, prev_reward = torch.zeros(4, 6, 4), torch.zeros(4, 6)
+    >>> mean, log_std, state = actor(obs, prev_action, prev_reward, task)
+    >>> mean.shape, state.shape
+    (torch.Size([4, 6, 4]), torch.Size([4, 5]))
+    >>> zeros = {name: torch.zeros_like(p) for name, p in actor.named_parameters()}
+    >>> actor(obs, prev_action, prev_reward, task, params=zeros)[0].abs().sum().item()
+    0.0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+TRUNKS = ("mlp", "gru", "lstm")
+LEAKY_RELU_SLOPE = 0.2
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+CW_HIDDEN_SIZES = (256, 256, 256, 256)
+HALF_LOG_2PI = 0.9189385332046727
+
+Params = Mapping[str, Tensor]
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The shape of one actor or critic.
+
+    Attributes:
+        input_dim: width of the observation the network reads (CW: the task part only,
+            the one-hot just selects the head).
+        action_dim: action width (Meta-World: 4).
+        num_heads: output heads picked by the task index (CW: one per task; 1: single head).
+        trunk: ``"mlp"``, ``"gru"`` or ``"lstm"``.
+        hidden_sizes: the body's hidden layers (CW: 4 x 256).
+        rnn_size: recurrent cell width (GRU/LSTM only).
+        prev_action: feed the previous action to the recurrent cell.
+        prev_reward: feed the previous reward to the recurrent cell.
+    """
+
+    input_dim: int
+    action_dim: int = 4
+    num_heads: int = 1
+    trunk: str = "mlp"
+    hidden_sizes: tuple[int, ...] = field(default=CW_HIDDEN_SIZES)
+    rnn_size: int = 256
+    prev_action: bool = True
+    prev_reward: bool = False
+
+    def __post_init__(self) -> None:
+        if self.trunk not in TRUNKS:
+            raise ValueError(f"unknown trunk {self.trunk!r}; allowed: {', '.join(TRUNKS)}")
+        if not self.hidden_sizes or min(self.hidden_sizes) <= 0:
+            raise ValueError(f"hidden_sizes must be a non-empty list of positive widths, got {self.hidden_sizes!r}")
+        if self.input_dim <= 0 or self.action_dim <= 0 or self.num_heads <= 0 or self.rnn_size <= 0:
+            raise ValueError(f"network sizes must be positive: {self}")
+
+    @property
+    def recurrent(self) -> bool:
+        return self.trunk != "mlp"
+
+    @property
+    def state_size(self) -> int:
+        """Width of the recurrent state tensor (0 for the MLP)."""
+        return {"mlp": 0, "gru": self.rnn_size, "lstm": 2 * self.rnn_size}[self.trunk]
+
+    @property
+    def cell_input_dim(self) -> int:
+        return self.input_dim + self.action_dim * self.prev_action + int(self.prev_reward)
+
+
+def own_params(module: nn.Module, params: Params | None) -> Params:
+    """The module's parameters, with the entries of ``params`` (full or partial) put over them."""
+    own = dict(module.named_parameters())
+    if params is None:
+        return own
+    unknown = set(params) - set(own)
+    if unknown:
+        raise KeyError(f"{type(module).__name__} has no parameters named {sorted(unknown)[:5]}")
+    return {**own, **params} if len(params) < len(own) else params
+
+
+def _glorot_linear(in_features: int, out_features: int) -> nn.Linear:
+    layer = nn.Linear(in_features, out_features)
+    nn.init.xavier_uniform_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def _linear(p: Params, name: str, x: Tensor) -> Tensor:
+    return F.linear(x, p[name + ".weight"], p[name + ".bias"])
+
+
+def pick_head(out: Tensor, task: Tensor | None, num_heads: int) -> Tensor:
+    """``out [..., num_heads * k]`` -> ``[..., k]``, the head of each step's task."""
+    if num_heads == 1:
+        return out
+    out = out.unflatten(-1, (num_heads, -1))
+    index = task.long()[..., None, None].expand(*out.shape[:-2], 1, out.shape[-1])
+    return out.gather(-2, index).squeeze(-2)
+
+
+class MLPBody(nn.Module):
+    """CW body: ``Linear -> LayerNorm -> tanh``, then ``Linear -> leaky ReLU`` per layer."""
+
+    def __init__(self, input_dim: int, hidden_sizes: tuple[int, ...]) -> None:
+        super().__init__()
+        sizes = (input_dim, *hidden_sizes)
+        self.layers = nn.ModuleList(_glorot_linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.norm = nn.LayerNorm(hidden_sizes[0])
+
+    def run(self, p: Params, prefix: str, x: Tensor) -> Tensor:
+        x = _linear(p, prefix + "layers.0", x)
+        x = torch.tanh(F.layer_norm(x, x.shape[-1:], p[prefix + "norm.weight"], p[prefix + "norm.bias"]))
+        for i in range(1, len(self.layers)):
+            x = F.leaky_relu(_linear(p, f"{prefix}layers.{i}", x), LEAKY_RELU_SLOPE)
+        return x
+
+
+class RecurrentCell(nn.Module):
+    """A GRU or LSTM cell unrolled over ``T`` in Python, with explicit weights.
+
+    Written out (rather than ``nn.GRU``) so that its weights can come from a dict (a
+    hypernetwork, PackNet masks, vmap over seeds) and rows can be reset mid-sequence.
+    Gate layout and equations are PyTorch's (``r, z, n`` for the GRU; ``i, f, g, o`` for
+    the LSTM); the input projection of all steps is one matrix product.
+    """
+
+    def __init__(self, kind: str, input_dim: int, size: int) -> None:
+        super().__init__()
+        self.kind, self.size = kind, size
+        gates = 3 if kind == "gru" else 4
+        self.weight_ih = nn.Parameter(torch.empty(gates * size, input_dim))
+        self.weight_hh = nn.Parameter(torch.empty(gates * size, size))
+        self.bias_ih = nn.Parameter(torch.zeros(gates * size))
+        self.bias_hh = nn.Parameter(torch.zeros(gates * size))
+        # Keras' recurrent defaults: Glorot input kernel, orthogonal recurrent kernel per gate.
+        for g in range(gates):
+            nn.init.xavier_uniform_(self.weight_ih.data[g * size : (g + 1) * size])
+            nn.init.orthogonal_(self.weight_hh.data[g * size : (g + 1) * size])
+        if kind == "lstm":
+            self.bias_ih.data[size : 2 * size] = 1.0  # forget-gate bias 1 (Jozefowicz et al. 2015)
+
+    @property
+    def state_size(self) -> int:
+        return self.size if self.kind == "gru" else 2 * self.size
+
+    def run(self, p: Params, prefix: str, x: Tensor, state: Tensor | None, reset: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``x [B, T, in]`` -> outputs ``[B, T, size]`` and the last state ``[B, state_size]``.
+
+        ``reset [B, T]`` (bool) zeroes a row's state *before* the step where it is true.
+        """
+        batch, steps = x.shape[0], x.shape[1]
+        if state is None:
+            state = x.new_zeros(batch, self.state_size)
+        keep = None if reset is None else (~reset.bool()).to(x.dtype).unsqueeze(-1).unbind(1)
+        # unbind, not gates_x[:, t]: indexing would backpropagate through T full-size zero tensors.
+        gates_x = F.linear(x, p[prefix + "weight_ih"], p[prefix + "bias_ih"]).unbind(1)
+        w_hh, b_hh = p[prefix + "weight_hh"], p[prefix + "bias_hh"]
+        step = self._gru_step if self.kind == "gru" else self._lstm_step
+        outputs = []
+        for t in range(steps):
+            if keep is not None:
+                state = state * keep[t]
+            state, out = step(gates_x[t], F.linear(state[..., : self.size], w_hh, b_hh), state)
+            outputs.append(out)
+        return torch.stack(outputs, dim=1), state
+
+    def _gru_step(self, gx: Tensor, gh: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        x_r, x_z, x_n = gx.chunk(3, -1)
+        h_r, h_z, h_n = gh.chunk(3, -1)
+        r = torch.sigmoid(x_r + h_r)
+        z = torch.sigmoid(x_z + h_z)
+        n = torch.tanh(x_n + r * h_n)
+        h = torch.lerp(n, h, z)  # (1 - z) * n + z * h
+        return h, h
+
+    def _lstm_step(self, gx: Tensor, gh: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        c = state[..., self.size :]
+        i, f, g, o = (gx + gh).chunk(4, -1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return torch.cat([h, c], dim=-1), h
+
+
+class _Trunk(nn.Module):
+    """Per-step features: the observation (MLP) or ``[cell output, observation]`` (RNN)."""
+
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.cell = RecurrentCell(config.trunk, config.cell_input_dim, config.rnn_size) if config.recurrent else None
+
+    @property
+    def feature_dim(self) -> int:
+        return self.config.input_dim + (self.config.rnn_size if self.config.recurrent else 0)
+
+    def features(
+        self,
+        p: Params,
+        obs: Tensor,
+        prev_action: Tensor | None,
+        prev_reward: Tensor | None,
+        state: Tensor | None,
+        reset: Tensor | None,
+    ) -> tuple[Tensor, Tensor | None]:
+        if self.cell is None:
+            return obs, None
+        inputs = [obs]
+        if self.config.prev_action:
+            inputs.append(prev_action)
+        if self.config.prev_reward:
+            inputs.append(prev_reward.unsqueeze(-1))
+        x = torch.cat(inputs, dim=-1) if len(inputs) > 1 else obs
+        out, state = self.cell.run(p, "cell.", x, state, reset)
+        return torch.cat([out, obs], dim=-1), state
+
+
+class Actor(_Trunk):
+    """Squashed-Gaussian policy head over a trunk; see the module docstring.
+
+    ``forward(obs, prev_action, prev_reward, task, state=None, reset=None, params=None)``
+    returns ``(mean, log_std, state)``, each ``[B, T, action_dim]`` (state ``[B, S]`` or None).
+    """
+
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__(config)
+        self.body = MLPBody(self.feature_dim, config.hidden_sizes)
+        width = config.hidden_sizes[-1]
+        self.mean = _glorot_linear(width, config.num_heads * config.action_dim)
+        self.log_std = _glorot_linear(width, config.num_heads * config.action_dim)
+
+    def forward(
+        self,
+        obs: Tensor,
+        prev_action: Tensor | None = None,
+        prev_reward: Tensor | None = None,
+        task: Tensor | None = None,
+        state: Tensor | None = None,
+        reset: Tensor | None = None,
+        params: Params | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        p = own_params(self, params)
+        feats, state = self.features(p, obs, prev_action, prev_reward, state, reset)
+        x = self.body.run(p, "body.", feats)
+        heads = self.config.num_heads
+        mean = pick_head(_linear(p, "mean", x), task, heads)
+        log_std = pick_head(_linear(p, "log_std", x), task, heads).clamp(LOG_STD_MIN, LOG_STD_MAX)
+        return mean, log_std, state
+
+
+class QNetwork(_Trunk):
+    """One critic ``Q(history, action)``; multi-head over tasks like the actor.
+
+    Split in two so the SAC update can reuse the trunk's features: :meth:`encode` (the
+    recurrent part, per step) and :meth:`values` (the body on ``[features, action]``).
+    """
+
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__(config)
+        self.body = MLPBody(self.feature_dim + config.action_dim, config.hidden_sizes)
+        self.head = _glorot_linear(config.hidden_sizes[-1], config.num_heads)
+
+    def encode(self, obs, prev_action=None, prev_reward=None, state=None, reset=None, params: Params | None = None):
+        """Per-step features ``[B, T, F]`` and the last recurrent state."""
+        return self.features(own_params(self, params), obs, prev_action, prev_reward, state, reset)
+
+    def values(self, features: Tensor, action: Tensor, task: Tensor | None, params: Params | None = None) -> Tensor:
+        """``Q`` of ``action`` at each step, ``[B, T]``."""
+        p = own_params(self, params)
+        x = self.body.run(p, "body.", torch.cat([features, action], dim=-1))
+        return pick_head(_linear(p, "head", x), task, self.config.num_heads).squeeze(-1)
+
+    def forward(self, obs, action, prev_action=None, prev_reward=None, task=None, state=None, reset=None, params=None):
+        """``Q(obs history, action)`` ``[B, T]`` and the last recurrent state."""
+        p = own_params(self, params)
+        feats, state = self.features(p, obs, prev_action, prev_reward, state, reset)
+        x = self.body.run(p, "body.", torch.cat([feats, action], dim=-1))
+        return pick_head(_linear(p, "head", x), task, self.config.num_heads).squeeze(-1), state
+
+
+class TwinCritic(nn.Module):
+    """Two independent critics (clipped double Q); parameters ``q1.*`` and ``q2.*``."""
+
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__()
+        self.q1, self.q2 = QNetwork(config), QNetwork(config)
+
+    @property
+    def critics(self) -> tuple[QNetwork, QNetwork]:
+        return self.q1, self.q2
+
+    def forward(self, obs, action, prev_action=None, prev_reward=None, task=None, params: Params | None = None) -> Tensor:
+        """Both critics' ``Q`` values stacked, ``[2, B, T]`` (fresh recurrent state)."""
+        p = own_params(self, params)
+        return torch.stack([q(obs, action, prev_action, prev_reward, task, params=sub_params(p, name))[0]
+                            for name, q in (("q1", self.q1), ("q2", self.q2))])
+
+
+def sub_params(params: Params, prefix: str) -> dict[str, Tensor]:
+    """The entries of ``params`` under ``prefix.``, with the prefix stripped.
+
+    Example:
+        >>> sub_params({"q1.head.bias": 1, "q2.head.bias": 2}, "q1")
+        {'head.bias': 1}
+    """
+    start = prefix + "."
+    return {k[len(start):]: v for k, v in params.items() if k.startswith(start)}
+
+
+def squashed_sample(mean: Tensor, log_std: Tensor, noise: Tensor | None) -> tuple[Tensor, Tensor]:
+    """A tanh-squashed Gaussian action and its log-probability (summed over action dims).
+
+    ``noise`` is standard normal of ``mean``'s shape, drawn by the caller (so the caller
+    owns the random generator); ``None`` gives the deterministic action ``tanh(mean)``
+    (its log-prob is that of the mode). Log-prob correction as in SAC (Haarnoja et al.
+    2018, appendix C), in the numerically stable form ``2 (log 2 - u - softplus(-2u))``.
+
+    Example:
+        >>> action, logp = squashed_sample(torch.zeros(1, 2), torch.zeros(1, 2), None)
+        >>> action.tolist(), round(logp.item(), 4)
+        ([[0.0, 0.0]], -1.8379)
+    """
+    if noise is None:
+        u, gaussian = mean, -log_std - HALF_LOG_2PI
+    else:
+        u, gaussian = mean + noise * log_std.exp(), -0.5 * noise.square() - log_std - HALF_LOG_2PI
+    correction = 2.0 * (0.6931471805599453 - u - F.softplus(-2.0 * u))
+    return torch.tanh(u), (gaussian - correction).sum(-1)

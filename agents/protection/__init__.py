@@ -1,0 +1,72 @@
+"""Protection methods against forgetting, by name.
+
+``make_protection(name, **kwargs)`` builds one. Methods are registered as string entry
+points (``"module:Class"``) so that importing this package stays cheap. ``"a+b"`` builds
+a :class:`~agents.protection.compose.Composite` of both (e.g. ``"replay+ewc"``); the
+keyword arguments are then per member (``replay={"mode": "bc"}``), and combinations
+that do not make sense are refused.
+
+Example:
+    >>> make_protection("finetune").name
+    'finetune'
+    >>> make_protection("replay+ewc").names
+    ['replay', 'ewc']
+    >>> make_protection("fintune")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown protection 'fintune'. Did you mean: finetune? Available: ...finetune...
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any
+
+from agents.protection.base import HOOKS, Protection, defines
+
+PROTECTIONS: dict[str, str] = {
+    "finetune": "agents.protection.finetune:Finetune",
+    "l2": "agents.protection.l2:L2",
+    "ewc": "agents.protection.ewc:EWC",
+    "online-ewc": "agents.protection.ewc:OnlineEWC",
+    "mas": "agents.protection.mas:MAS",
+    "packnet": "agents.protection.packnet:PackNet",
+    "hnet": "agents.protection.hnet:HyperNetwork",
+    "replay": "agents.protection.replay:Replay",
+    "agem": "agents.protection.agem:AGEM",
+    "composite": "agents.protection.compose:Composite",
+}
+__all__ = ["HOOKS", "PROTECTIONS", "Protection", "defines", "make_protection", "register_protection"]
+
+
+def register_protection(name: str, entry_point: str) -> None:
+    """Make ``name`` buildable: ``entry_point`` is ``"package.module:Class"``."""
+    if ":" not in entry_point:
+        raise ValueError(f"entry point must look like 'package.module:Class', got {entry_point!r}")
+    PROTECTIONS[name] = entry_point
+
+
+def make_protection(name: str, **kwargs: Any) -> Protection:
+    """Build the protection method ``name`` with its keyword arguments.
+
+    Raises:
+        ValueError: ``name`` is not a known method (the error lists the allowed names
+            and the closest matches), or a combination that does not make sense.
+    """
+    if isinstance(name, str) and "+" in name:
+        from agents.protection.compose import Composite, check_combination
+
+        check_combination(name.split("+"))
+        return Composite(name, **kwargs)
+    if name not in PROTECTIONS:
+        close = difflib.get_close_matches(str(name), list(PROTECTIONS), n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown protection {name!r}.{hint} Available: {', '.join(sorted(PROTECTIONS))}, "
+                         "or two joined by '+' (e.g. replay+ewc).")
+    module_name, _, class_name = PROTECTIONS[name].partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise TypeError(f"bad arguments for protection {name!r}: {err}") from None

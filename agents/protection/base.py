@@ -1,0 +1,113 @@
+"""The hook protocol through which protection methods plug into the agent.
+
+Every hook is optional: a method overrides what it needs, and the agent calls only what
+a method defines (see :func:`defines`), so an unused hook costs nothing in the update.
+
+============================  ======================================================  ==========================
+hook                          when the agent calls it                                 used by (issue 6)
+============================  ======================================================  ==========================
+``setup(agent)``              once, when the agent is built: networks and replay      replay (perfect memory
+                              exist, no optimizer yet, nothing stored, nothing        swaps the replay)
+                              restored from a checkpoint
+``on_task_start(agent, t)``   a new task begins: before the replay is cleared and     PackNet, HNET, replay
+                              the fresh optimizer is made (so new parameters join it)
+``on_task_end(agent, t)``     the task's budget is spent; its replay still holds      EWC/MAS, PackNet, A-GEM,
+                              the task's data; before the evaluation of that step     BC, HNET
+``loss(agent, batch)``        every update; the returned scalar is added to the       L2, EWC, MAS, HNET, BC
+                              SAC loss before one backward pass (a term over critic
+                              weights regularises the critic too)
+``after_backward(agent)``     between backward and the optimizer step                 PackNet, A-GEM
+``task_parameters(agent, t)`` whenever the actor runs for task ``t`` (acting,         HNET, PackNet at test time
+                              updates, evaluation); a dict of actor weights (full
+                              or partial) or None for the actor's own
+``trainable_parameters(agent)`` when an optimizer is made: extra tensors the method    HNET
+                              trains together with the agent
+``state_dict()`` /            checkpoint / resume                                     all
+``load_state_dict(state)``
+============================  ======================================================  ==========================
+
+The agent exposes what methods need: ``agent.actor``, ``agent.critic``,
+``agent.target_critic``, ``agent.replay``, ``agent.optimizer``, ``agent.current_task``,
+``agent.num_tasks``, ``agent.device``, ``agent.net_obs(obs)`` (the part of an observation
+the networks read), ``agent.compute_loss(batch)`` (the SAC loss of a batch, for A-GEM's
+memory gradient) and ``agent.gradient_step()`` (one update on the replay, for PackNet's
+retraining).
+
+Example:
+    >>> class CountTasks(Protection):
+    ...     name = "count"
+    ...     def __init__(self):
+    ...         self.ended = []
+    ...     def on_task_end(self, agent, task):
+    ...         self.ended.append(task)
+    >>> method = CountTasks()
+    >>> defines(method, "on_task_end"), defines(method, "loss")
+    (True, False)
+    >>> method.state_dict()
+    {'ended': []}
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agents.replay import Batch
+    from agents.sac import SAC
+
+HOOKS = ("setup", "on_task_start", "on_task_end", "loss", "after_backward", "task_parameters", "trainable_parameters")
+
+
+class Protection:
+    """Base class of protection methods: every hook does nothing until overridden.
+
+    ``state_dict`` defaults to a deep copy of the instance's attributes, which suits
+    methods whose state is tensors, arrays and plain values; override it when that is
+    not so (e.g. to leave out a reference to the agent).
+    """
+
+    name = "base"
+
+    def setup(self, agent: "SAC") -> None:
+        """The agent is built (before its first optimizer, before anything is stored)."""
+
+    def on_task_start(self, agent: "SAC", task: int) -> None:
+        """A new task begins."""
+
+    def on_task_end(self, agent: "SAC", task: int) -> None:
+        """The task's budget is spent."""
+
+    def loss(self, agent: "SAC", batch: "Batch") -> Tensor | None:
+        """A scalar added to the SAC loss of every update (None: nothing)."""
+        return None
+
+    def after_backward(self, agent: "SAC") -> None:
+        """Edit ``.grad`` of the agent's parameters before the optimizer step."""
+
+    def task_parameters(self, agent: "SAC", task: int) -> dict[str, Tensor] | None:
+        """Actor weights to use for ``task`` (None: the actor's own)."""
+        return None
+
+    def trainable_parameters(self, agent: "SAC") -> list[Tensor]:
+        """Extra tensors for the agent's optimizer."""
+        return []
+
+    def state_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(vars(self))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        vars(self).update(copy.deepcopy(state))
+
+
+def defines(method: Any, hook: str) -> bool:
+    """Whether ``method`` implements ``hook`` itself (not the do-nothing default).
+
+    Methods need not subclass :class:`Protection`; any object with some of the hooks works.
+    """
+    if hook not in HOOKS:
+        raise ValueError(f"unknown hook {hook!r}; hooks: {', '.join(HOOKS)}")
+    implementation = getattr(type(method), hook, None)
+    return implementation is not None and implementation is not getattr(Protection, hook)
