@@ -1,0 +1,98 @@
+"""scripts/sweep.py and scripts/transfer_matrix.py: expansion, resumable trials, Ray, the matrix."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import sweep  # noqa: E402
+import transfer_matrix  # noqa: E402
+
+from contenv.metrics import forward_transfer_per_task  # noqa: E402
+from contenv.rundir import RunWriter, write_config  # noqa: E402
+
+TINY = ["--tasks", "repeat-first(d=2)", "copy(p=1,i=1)", "--steps-per-task", "300", "--agent", "gru",
+        "--hidden-sizes", "16", "--rnn-size", "16", "--random-steps", "100", "--update-after", "100",
+        "--eval-every", "150", "--eval-episodes", "2", "--eval-deterministic-episodes", "0",
+        "--checkpoint-every", "100", "--no-progress-bar", "--batch-size", "8", "--seq-len", "4"]
+
+
+def test_seed_lists_and_bad_ones():
+    assert sweep.parse_seeds("0-2,7,1") == [0, 1, 2, 7]
+    with pytest.raises(ValueError, match="bad seed list"):
+        sweep.parse_seeds("3-1")
+
+
+def test_expansion_covers_scenarios_methods_seeds_and_all_ordered_pairs(tmp_path):
+    trials = sweep.expand(sweep.SweepArgs(out=tmp_path, scenarios=["contenv/CW10-v0", "contenv/CW20-v0"],
+                                          methods=["finetune", "ewc"], seeds="0-2"), ["--eval-every", "5"])
+    assert len(trials) == 12 and len({t.run_dir for t in trials}) == 12
+    assert trials[0].argv[-2:] == ("--eval-every", "5")
+    pairs = sweep.expand(sweep.SweepArgs(out=tmp_path, pairs=["a-v3", "b-v3"], seeds="0"), [])
+    assert [t.name for t in pairs] == ["pairs/a-v3__a-v3/finetune/seed0", "pairs/a-v3__b-v3/finetune/seed0",
+                                       "pairs/b-v3__a-v3/finetune/seed0", "pairs/b-v3__b-v3/finetune/seed0"]
+
+
+def test_interrupted_local_sweep_is_finished_by_a_ray_sweep_from_checkpoints(tmp_path):
+    pytest.importorskip("ray")
+    base = [sys.executable, str(SCRIPTS / "sweep.py"), "--out", str(tmp_path), "--scenarios", "contenv/Sequence-v0",
+            "--seeds", "0-1", "--workers", "2"]
+    first = subprocess.run(base + ["--retries", "0", "--", *TINY, "--stop-at-step", "300"], capture_output=True, text=True)
+    assert first.returncode == 1 and first.stdout.count("FAILED") == 2, first.stdout + first.stderr
+    progress = tmp_path / "Sequence-v0/finetune/seed0/progress.csv"
+    assert len(progress.read_text().splitlines()) == 3  # header + steps 150, 300
+    second = subprocess.run(base + ["--backend", "ray", "--", *TINY], capture_output=True, text=True)
+    assert second.returncode == 0, second.stdout + second.stderr
+    for seed in (0, 1):
+        rows = (tmp_path / f"Sequence-v0/finetune/seed{seed}/progress.csv").read_text().splitlines()[1:]
+        assert [r.split(",")[0] for r in rows] == ["150", "300", "450", "600"]
+    again = subprocess.run(base + ["--", *TINY], capture_output=True, text=True)
+    assert again.stdout.count("skipped (already done)") == 2
+
+
+def write_run(run_dir, tasks, curves, steps_per_task=100, eval_every=20):
+    write_config(run_dir, {"scenario": "contenv/Sequence-v0", "tasks": tasks, "steps_per_task": steps_per_task,
+                           "seed": 0, "agent": "mlp", "protection": "finetune", "eval_every": eval_every})
+    with RunWriter(run_dir) as writer:
+        for k, step in enumerate(range(eval_every, steps_per_task * len(tasks) + 1, eval_every)):
+            row = {"step": step, "active_task": (step - 1) // steps_per_task}
+            for i, task in enumerate(tasks):
+                row[f"test/stochastic/{i}/{task}/success"] = curves[i][k]
+            writer.write(row)
+
+
+def test_matrix_from_pair_and_reference_runs(tmp_path):
+    tasks = ["a-v3", "b-v3"]
+    args = transfer_matrix.MatrixArgs(tasks=tasks, out=tmp_path, seeds="0")
+    ref = {"a-v3": [0.0, 0.2, 0.4, 0.6, 0.8], "b-v3": [0.0, 0.0, 0.5, 0.5, 0.5]}  # AUCs 0.4 and 0.3
+    for task, curve in ref.items():
+        write_run(tmp_path / "single" / task / "seed0", [task], [curve])
+    second = {("a-v3", "a-v3"): [1.0] * 5, ("a-v3", "b-v3"): [0.3] * 5, ("b-v3", "a-v3"): [0.1] * 5, ("b-v3", "b-v3"): [0.65] * 5}
+    for (src, dst), curve in second.items():
+        write_run(tmp_path / "pairs" / f"{src}__{dst}" / "finetune" / "seed0", [src, dst], [[0.0] * 10, [0.0] * 5 + curve])
+    matrix = transfer_matrix.compute_matrix(args)
+    expected = [[(1.0 - 0.4) / 0.6, 0.0], [(0.1 - 0.4) / 0.6, (0.65 - 0.3) / 0.7]]
+    torch.testing.assert_close(matrix, torch.tensor(expected, dtype=torch.float64))
+    out = tmp_path / "m.csv"
+    transfer_matrix.write_matrix_csv(out, tasks, matrix)
+    assert out.read_text().splitlines()[0] == "source,a-v3,b-v3"
+    with pytest.raises(FileExistsError, match="nothing was overwritten"):
+        transfer_matrix.write_matrix_csv(out, tasks, matrix)
+    # the same FT definition the reports use
+    assert abs(forward_transfer_per_task(torch.tensor([[0.3]]), torch.tensor([[0.3]])).item()) < 1e-9
+
+
+@pytest.mark.slow
+def test_transfer_matrix_end_to_end(tmp_path):
+    csv = tmp_path / "tm.csv"
+    result = subprocess.run([sys.executable, str(SCRIPTS / "transfer_matrix.py"), "--tasks", "repeat-first(d=2)",
+                             "copy(p=1,i=1)", "--seeds", "0", "--out", str(tmp_path / "runs"), "--csv", str(csv),
+                             "--workers", "2", "--", *TINY[3:]], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "reference transfer RT =" in result.stdout
+    assert len(csv.read_text().splitlines()) == 3
