@@ -85,6 +85,8 @@ class TrainArgs:
     """Arguments of the protection method as a JSON object."""
     seed: int = 0
     """Seed of the networks, the exploration, the replay and the scenario."""
+    seeds: Optional[str] = None
+    """Train several seeds together in one process, e.g. 0-9 or 0,1,2 (finetune only; each writes <run-dir>/seed<k>; overrides --seed)."""
     device: str = "cpu"
     """Torch device: cpu, cuda, cuda:1, or auto (cuda when available)."""
     run_dir: Optional[Path] = None
@@ -202,7 +204,8 @@ def make_scenario(args: TrainArgs) -> ContinualEnv:
 
 def run_config(args: TrainArgs, env: ContinualEnv) -> dict[str, Any]:
     """``config.json``: every argument, the resolved scenario and the agent config."""
-    config = {f.name: getattr(args, f.name) for f in fields(args)}
+    # ``seeds`` is left out: a seed of a batched run writes the same config as a single-seed run.
+    config = {f.name: getattr(args, f.name) for f in fields(args) if f.name != "seeds"}
     config.update(
         run_dir=str(args.run_dir), tasks=list(env.task_names), steps_per_task=env.steps_per_task,
         horizon=env.horizon, task_id=env.task_id, reward_version=env.reward_version,
@@ -349,6 +352,10 @@ def train(args: TrainArgs) -> Path:
     from contenv.position_env import position_specs
     from torch.utils.tensorboard import SummaryWriter
 
+    if args.seeds is not None:  # several seeds, stacked in one process
+        from agents.batched_run import train_seeds
+
+        return train_seeds(args)
     if args.run_dir is None:
         args.run_dir = default_run_dir(args)
     check_args(args)

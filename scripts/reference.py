@@ -62,7 +62,9 @@ def reference_runs(args: ReferenceArgs) -> list[Path]:
                 steps_per_task=scenario.steps_per_task, horizon=scenario.horizon,
                 reward_version=scenario.reward_version, task_id=scenario.task_id, seed=seed, run_dir=run_dir,
             )
-            train_args = TrainArgs(**{f.name: getattr(single, f.name) for f in dataclasses.fields(TrainArgs)})
+            # Not TrainArgs.seeds (batched seeds): each reference run is one seed.
+            train_args = TrainArgs(**{f.name: getattr(single, f.name) for f in dataclasses.fields(TrainArgs)
+                                      if f.name != "seeds"})
             if _finished(run_dir):
                 print(f"{task} seed {seed}: finished, skipped ({run_dir})")
             else:

@@ -10,6 +10,8 @@ Examples:
         --agent gru --eval-every 5000 --run-dir runs/pair/gru
     python scripts/train.py --scenario contenv/CW10-v0 --agent mlp --seed 0 --run-dir runs/cw10/mlp/seed0 --resume
         # continues a killed run: the same arguments plus --resume (a different config is refused)
+    python scripts/train.py --scenario contenv/CW10-v0 --agent mlp --seeds 0-9 --run-dir runs/cw10/mlp
+        # ten seeds trained together in one process (agents/batched.py), each in runs/cw10/mlp/seed<k>
 """
 
 from __future__ import annotations
