@@ -35,7 +35,6 @@ import hashlib
 import os
 import pickle
 import random
-import tempfile
 import warnings
 from pathlib import Path
 from typing import IO, Any
@@ -43,6 +42,8 @@ from typing import IO, Any
 import gymnasium as gym
 import numpy as np
 import torch
+
+from contenv.atomic import atomic_file
 
 MAGIC = b"CONTENV-CHECKPOINT v1"
 _HEADER_LEN = len(MAGIC) + len(" sha256=") + 64 + len(" bytes=") + 20 + 1
@@ -109,36 +110,12 @@ def _header(digest: str, size: int) -> bytes:
 
 def write_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically (the old file stays until the new one is whole)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w+b") as f:
-            f.write(_header("0" * 64, 0))
-            writer = _HashingWriter(f)
-            torch.save(state, writer)
-            f.seek(0)
-            f.write(_header(writer.sha.hexdigest(), writer.count))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_file(path, "w+b") as f:
+        f.write(_header("0" * 64, 0))
+        writer = _HashingWriter(f)
+        torch.save(state, writer)
+        f.seek(0)
+        f.write(_header(writer.sha.hexdigest(), writer.count))
 
 
 def read_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:

@@ -37,8 +37,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple
@@ -48,6 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from contenv.atomic import atomic_file
 from agents.networks import CW_HIDDEN_SIZES, TRUNKS, Actor, NetworkConfig, TwinCritic, squashed_sample
 from agents.protection import HOOKS, Protection, defines, make_protection
 from agents.replay import Batch, SequenceReplay, TransitionReplay
@@ -229,18 +228,8 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` through a temporary file, fsync and ``os.replace``: never half written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as f:
+        torch.save(obj, f)
 
 
 class SAC:

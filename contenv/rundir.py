@@ -42,6 +42,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from contenv.atomic import atomic_file
+
 CONFIG_FILE = "config.json"
 PROGRESS_FILE = "progress.csv"
 DEFAULT_PROTECTION = "finetune"
@@ -78,28 +80,9 @@ def success_column(position: int, task: str, mode: Mode = "stochastic") -> str:
 # --------------------------------------------------------------------------- writing
 
 
-def _fsync_dir(path: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_file(path, "w", newline="") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:

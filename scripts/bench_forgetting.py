@@ -8,7 +8,7 @@ Two short scenarios, each a three-task ``contenv/Sequence-v0``:
   from the shared recurrent memory and trunk. (Three ``repeat-first`` tasks that differ
   only in the answer mapping were tried first: there fine-tuning hardly forgets, since
   every task needs the same memory and the heads absorb the different answers.)
-- ``metaworld``: ``reach-v3``, ``window-close-v3``, ``button-press-topdown-v3``.
+- ``metaworld``: ``reach-v3`` then ``window-close-v3`` (horizon 100).
 
 Every trial is one ``scripts/train.py`` run directory (``OUT/<scenario>/<method>/seed<k>``),
 so the benchmark resumes: finished runs are skipped, killed ones continue from their last
@@ -19,14 +19,12 @@ Budgets (``--budget``; ``--smoke`` is ``--budget smoke --seeds 1``):
 
 - ``smoke``: a few hundred steps per task and tiny networks: checks that every method
   runs end to end (2 min for all methods of both scenarios, one seed, ``--workers 2``);
-- ``short`` (default): 2,000 steps per memory task (GRU 32 + 2 x 64), 1,000 per
-  Meta-World task. The memory tasks are learned at this budget; Meta-World tasks are not
-  (success stays at 0, so that table only shows that every method runs). Measured on
-  the shared 2-core machine, one memory run takes 40-80 s (finetune, regularisers,
-  PackNet), 160 s (hnet, A-GEM) and 320 s (perfect-memory replay, batch 512); the 54 runs
-  of 9 methods x 3 seeds x 2 scenarios should take about 40 min with ``--workers 2``
-  (estimated from these times). One seed
-  of the memory scenario gave: fine-tuning forgetting 0.18, every other method <= 0.03;
+- ``short`` (default): 2,000 steps per memory task (GRU 32 + 2 x 64), 6,000 per
+  Meta-World task. The memory tasks are learned at this budget; reach-v3 only begins to
+  be (about 0.4 success at 6,000 steps), so the Meta-World table is a small-budget check,
+  far from CW's 1M steps. Measured on the shared 2-core machine, one memory run takes
+  40-110 s (finetune, regularisers, PackNet, hnet) and about 180 s (perfect-memory
+  replay, batch 512); one Meta-World run about 3 min;
 - ``full``: 20,000 (memory) and 200,000 (Meta-World) steps per task and a larger GRU, for
   a machine with many cores (``--workers``).
 
@@ -60,7 +58,7 @@ import tyro
 METHODS = ("finetune", "l2", "ewc", "online-ewc", "mas", "packnet", "hnet", "replay", "agem")
 SCENARIOS = {
     "memory": ("repeat-first(d=2)", "copy(p=1,i=1)", "bits(n=2,d=1)"),
-    "metaworld": ("reach-v3", "window-close-v3", "button-press-topdown-v3"),
+    "metaworld": ("reach-v3", "window-close-v3"),
 }
 # Per budget: the agent, then per scenario the schedule (steps per task, eval grid, episode length).
 BUDGETS: dict[str, dict[str, Any]] = {
@@ -74,7 +72,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "agent": dict(hidden_sizes=(64, 64), rnn_size=32, batch_size=32, seq_len=4, random_steps=500,
                       update_after=500, update_every=50),
         "memory": dict(steps_per_task=2000, eval_every=250, eval_episodes=10, init_log_alpha=-3.0),
-        "metaworld": dict(steps_per_task=1000, horizon=100, eval_every=500, eval_episodes=3),
+        # reach-v3 starts to be solved after ~5k steps with this GRU (0.4 success at 6k).
+        "metaworld": dict(steps_per_task=6000, horizon=100, eval_every=1000, eval_episodes=5, init_log_alpha=-3.0),
     },
     "full": {
         "agent": dict(hidden_sizes=(256, 256), rnn_size=128, batch_size=64, seq_len=16, random_steps=5000,
