@@ -50,6 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from agents.rnn_kernels import GRUSequence, fused_rnn, gru_sequence, sequence_kernel
+
 TRUNKS = ("mlp", "gru", "lstm")
 LEAKY_RELU_SLOPE = 0.2
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -73,6 +75,8 @@ class NetworkConfig:
         rnn_size: recurrent cell width (GRU/LSTM only).
         prev_action: feed the previous action to the recurrent cell.
         prev_reward: feed the previous reward to the recurrent cell.
+        chrono_horizon: chrono initialisation of the cells' keep gates for memories of up to
+            this many steps (Tallec & Ollivier 2018); 0 keeps the plain initialisation.
     """
 
     input_dim: int
@@ -83,6 +87,7 @@ class NetworkConfig:
     rnn_size: int = 256
     prev_action: bool = True
     prev_reward: bool = False
+    chrono_horizon: int = 0
 
     def __post_init__(self) -> None:
         if self.trunk not in TRUNKS:
@@ -163,7 +168,7 @@ class RecurrentCell(nn.Module):
     the LSTM); the input projection of all steps is one matrix product.
     """
 
-    def __init__(self, kind: str, input_dim: int, size: int) -> None:
+    def __init__(self, kind: str, input_dim: int, size: int, chrono_horizon: int = 0) -> None:
         super().__init__()
         self.kind, self.size = kind, size
         gates = 3 if kind == "gru" else 4
@@ -175,8 +180,16 @@ class RecurrentCell(nn.Module):
         for g in range(gates):
             nn.init.xavier_uniform_(self.weight_ih.data[g * size : (g + 1) * size])
             nn.init.orthogonal_(self.weight_hh.data[g * size : (g + 1) * size])
-        if kind == "lstm":
-            self.bias_ih.data[size : 2 * size] = 1.0  # forget-gate bias 1 (Jozefowicz et al. 2015)
+        keep = self.bias_ih.data[size : 2 * size]  # the GRU's update gate z, the LSTM's forget gate f
+        if chrono_horizon > 1:
+            # Chrono initialisation (Tallec & Ollivier, ICLR 2018): keep-gate biases log U(1, T_max - 1),
+            # so memory timescales at initialisation spread up to T_max steps instead of ~1 step
+            # (a zero bias keeps half the state per step: gradients over 40 steps shrink by ~2^-40).
+            keep.copy_(torch.log(torch.empty(size).uniform_(1.0, max(chrono_horizon - 1, 1.0 + 1e-3))))
+            if kind == "lstm":
+                self.bias_ih.data[:size] = -keep  # input gate: the mirror of the forget gate
+        elif kind == "lstm":
+            keep.fill_(1.0)  # forget-gate bias 1 (Jozefowicz et al. 2015)
 
     @property
     def state_size(self) -> int:
@@ -186,7 +199,26 @@ class RecurrentCell(nn.Module):
         """``x [B, T, in]`` -> outputs ``[B, T, size]`` and the last state ``[B, state_size]``.
 
         ``reset [B, T]`` (bool) zeroes a row's state *before* the step where it is true.
+        A sequence kernel (:mod:`agents.rnn_kernels`) runs all steps where one applies;
+        :meth:`run_loop` is the step-by-step reference it is tested against.
         """
+        if state is None:
+            state = x.new_zeros(x.shape[0], self.state_size)
+        w_ih, b_ih = p[prefix + "weight_ih"], p[prefix + "bias_ih"]
+        w_hh, b_hh = p[prefix + "weight_hh"], p[prefix + "bias_hh"]
+        mid_reset = reset is not None and x.shape[1] > 1 and bool(reset[:, 1:].any())
+        kernel = sequence_kernel(self.kind, x.device, mid_reset, x, state, w_ih, w_hh, b_ih, b_hh)
+        if kernel == "loop":
+            return self.run_loop(p, prefix, x, state, reset)
+        if kernel == "gru_function":
+            keep = None if reset is None else (~reset.bool()).to(x.dtype)
+            return gru_sequence(F.linear(x, w_ih, b_ih), state, w_hh, b_hh, keep)
+        if reset is not None:  # only at t = 0 here
+            state = state * (~reset[:, 0].bool()).to(x.dtype).unsqueeze(-1)
+        return fused_rnn(self.kind, x.contiguous(), state, w_ih, w_hh, b_ih, b_hh, self.size)
+
+    def run_loop(self, p: Params, prefix: str, x: Tensor, state: Tensor | None, reset: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The step-by-step unroll in Python (works under every ``torch.func`` transform)."""
         batch, steps = x.shape[0], x.shape[1]
         if state is None:
             state = x.new_zeros(batch, self.state_size)
@@ -226,11 +258,21 @@ class _Trunk(nn.Module):
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
         self.config = config
-        self.cell = RecurrentCell(config.trunk, config.cell_input_dim, config.rnn_size) if config.recurrent else None
+        self.cell = (RecurrentCell(config.trunk, config.cell_input_dim, config.rnn_size, config.chrono_horizon)
+                     if config.recurrent else None)
 
     @property
     def feature_dim(self) -> int:
         return self.config.input_dim + (self.config.rnn_size if self.config.recurrent else 0)
+
+    def cell_inputs(self, obs: Tensor, prev_action: Tensor | None, prev_reward: Tensor | None) -> Tensor:
+        """What the recurrent cell reads at each step: ``[obs, prev action, prev reward]``."""
+        inputs = [obs]
+        if self.config.prev_action:
+            inputs.append(prev_action)
+        if self.config.prev_reward:
+            inputs.append(prev_reward.unsqueeze(-1))
+        return torch.cat(inputs, dim=-1) if len(inputs) > 1 else obs
 
     def features(
         self,
@@ -243,14 +285,40 @@ class _Trunk(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         if self.cell is None:
             return obs, None
-        inputs = [obs]
-        if self.config.prev_action:
-            inputs.append(prev_action)
-        if self.config.prev_reward:
-            inputs.append(prev_reward.unsqueeze(-1))
-        x = torch.cat(inputs, dim=-1) if len(inputs) > 1 else obs
-        out, state = self.cell.run(p, "cell.", x, state, reset)
+        out, state = self.cell.run(p, "cell.", self.cell_inputs(obs, prev_action, prev_reward), state, reset)
         return torch.cat([out, obs], dim=-1), state
+
+    @torch.no_grad()
+    def initial_state(
+        self,
+        obs: Tensor,
+        prev_action: Tensor | None,
+        prev_reward: Tensor | None,
+        mask: Tensor,
+        params: Params | None = None,
+    ) -> Tensor | None:
+        """The recurrent state after a right-aligned prefix of steps, without gradient.
+
+        ``mask [B, P]`` marks the real steps (a row's prefix ends at ``P``; left padding is
+        0). The state is zeroed just before each row's first real step, so padding leaves
+        no trace, and rows without a prefix get the zero state. None for the MLP.
+
+        Example:
+            >>> config = NetworkConfig(input_dim=2, trunk="gru", hidden_sizes=(4,), rnn_size=3)
+            >>> actor = Actor(config)
+            >>> obs, act, rew = torch.randn(2, 5, 2), torch.randn(2, 5, 4), torch.zeros(2, 5)
+            >>> mask = torch.tensor([[0, 0, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=torch.float32)
+            >>> state = actor.initial_state(obs, act, rew, mask)
+            >>> _, _, direct = actor(obs[:1, 2:], act[:1, 2:], rew[:1, 2:])
+            >>> torch.allclose(state[0], direct[0], atol=1e-6), state[1].abs().sum().item()
+            (True, 0.0)
+        """
+        if self.cell is None or obs.shape[1] == 0:
+            return None
+        real = mask > 0
+        reset = real & ~torch.cat([real.new_zeros(real.shape[0], 1), real[:, :-1]], dim=1)
+        _, state = self.features(own_params(self, params), obs, prev_action, prev_reward, None, reset)
+        return state * real.any(1, keepdim=True).to(state.dtype)
 
 
 class Actor(_Trunk):
@@ -279,11 +347,17 @@ class Actor(_Trunk):
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         p = own_params(self, params)
         feats, state = self.features(p, obs, prev_action, prev_reward, state, reset)
-        x = self.body.run(p, "body.", feats)
+        mean, log_std = self.policy(feats, task, params=p)
+        return mean, log_std, state
+
+    def policy(self, features: Tensor, task: Tensor | None, params: Params | None = None) -> tuple[Tensor, Tensor]:
+        """``(mean, log_std)`` from per-step trunk features (the part after the cell)."""
+        p = own_params(self, params)
+        x = self.body.run(p, "body.", features)
         heads = self.config.num_heads
         mean = pick_head(_linear(p, "mean", x), task, heads)
         log_std = pick_head(_linear(p, "log_std", x), task, heads).clamp(LOG_STD_MIN, LOG_STD_MAX)
-        return mean, log_std, state
+        return mean, log_std
 
 
 class QNetwork(_Trunk):
@@ -332,6 +406,36 @@ class TwinCritic(nn.Module):
         p = own_params(self, params)
         return torch.stack([q(obs, action, prev_action, prev_reward, task, params=sub_params(p, name))[0]
                             for name, q in (("q1", self.q1), ("q2", self.q2))])
+
+
+def shared_input_features(
+    trunks: list[tuple[_Trunk, Params | None]],
+    obs: Tensor,
+    prev_action: Tensor | None,
+    prev_reward: Tensor | None,
+    states: list[Tensor | None],
+) -> list[Tensor]:
+    """Per-step features ``[B, T, F]`` of several recurrent trunks that read the same inputs.
+
+    The SAC update runs five cells over one batch (actor, two critics, two target
+    critics). GRU cells on CPU run as one stacked sequence kernel (one batched matrix
+    product per step for all of them; :class:`agents.rnn_kernels.GRUSequence`); anything
+    else runs trunk by trunk. Either way the result equals ``trunk.features(...)``.
+    """
+    params = [own_params(trunk, p) for trunk, p in trunks]
+    first = trunks[0][0]
+    x = first.cell_inputs(obs, prev_action, prev_reward)
+    weights = [p[name] for p in params for name in ("cell.weight_ih", "cell.weight_hh", "cell.bias_ih", "cell.bias_hh")]
+    stackable = (all(t.cell is not None and t.cell.kind == "gru" and t.config == first.config for t, _ in trunks)
+                 and sequence_kernel("gru", x.device, False, x, *weights, *(s for s in states if s is not None)) == "gru_function")
+    if not stackable:
+        return [trunk.features(p, obs, prev_action, prev_reward, s, None)[0]
+                for (trunk, _), p, s in zip(trunks, params, states)]
+    gates_x = torch.stack([F.linear(x, p["cell.weight_ih"], p["cell.bias_ih"]) for p in params])
+    h0 = torch.stack([x.new_zeros(x.shape[0], first.cell.size) if s is None else s for s in states])
+    out, _ = GRUSequence.apply(gates_x, h0, torch.stack([p["cell.weight_hh"] for p in params]),
+                               torch.stack([p["cell.bias_hh"] for p in params]), None)
+    return [torch.cat([member, obs], dim=-1) for member in out.unbind(0)]
 
 
 def sub_params(params: Params, prefix: str) -> dict[str, Tensor]:
