@@ -50,7 +50,8 @@ from agents.replay import Batch
 from agents.sac import SAC, Callback, SACConfig, _callbacks
 
 SUPPORTED_PROTECTIONS = ("finetune",)
-_BATCH_FIELDS = ("obs", "action", "reward", "terminated", "task", "mask", "prev_action", "prev_reward")
+_BATCH_FIELDS = ("obs", "action", "reward", "terminated", "task", "mask", "prev_action", "prev_reward",
+                 "prefix_obs", "prefix_prev_action", "prefix_prev_reward", "prefix_mask")
 
 
 def parse_seeds(text: str | Sequence[int]) -> list[int]:
@@ -136,6 +137,7 @@ class _SeedLoss(nn.Module):
         self._noises: list[Tensor] = []
 
     net_obs = SAC.net_obs
+    _window_states = SAC._window_states
 
     def actor_params(self, task: int) -> None:
         return None
@@ -357,6 +359,9 @@ class BatchedSAC:
     def sample(self) -> tuple[dict[str, Tensor], tuple[Tensor, ...]]:
         """Every seed's batch from its own replay and its loss noise from its own generator, stacked."""
         batches = [agent.replay.sample(self.config.batch_size) for agent in self.agents]
+        if self.recurrent:  # seeds drew windows and prefixes of different lengths: pad to stack them
+            steps, prefix = max(b.steps for b in batches), max(b.prefix_steps for b in batches)
+            batches = [b.padded(steps, prefix) for b in batches]
         fields = {name: torch.stack([getattr(b, name) for b in batches]).to(self.device, non_blocking=True)
                   for name in _BATCH_FIELDS if getattr(batches[0], name) is not None}
         first = batches[0]

@@ -10,19 +10,21 @@ case ``T = 1``.
   memory" of CW uses it).
 - :class:`SequenceReplay`: steps remember their episode, which is cut into aligned
   chunks of ``seq_len`` steps (the last one shorter). A sample is the chunk holding a
-  uniformly drawn step (so every step weighs the same), padded after its end (masked
-  out) and preceded by up to ``burn_in`` earlier steps of the same episode, which only
-  warm up the recurrent state (masked out as well). A window never crosses an episode
-  boundary, so the recurrent state starts at zero exactly where an episode starts; an
-  episode no longer than ``seq_len`` is always replayed whole, from its first step.
+  uniformly drawn step (so every step weighs the same): an episode no longer than
+  ``seq_len`` is replayed whole, from its first step. The steps of the episode before
+  the window come with it as a *prefix*: the agent unrolls its cells over the prefix
+  without gradient, so the recurrent state at the window's start is the one an unroll
+  from the episode's start reaches (``burn_in=None``, the default), or, with an integer
+  ``burn_in``, an R2D2-style warm-up over at most that many steps from a zero state. A
+  window never crosses an episode boundary; a batch is as long as its longest window.
 
 Example:
     >>> replay = SequenceReplay(capacity=100, obs_dim=2, action_dim=1, seq_len=3, seed=0)
     >>> for t in range(5):  # one episode of 2 steps, then one of 3
     ...     replay.add(np.full(2, t), np.zeros(1), 1.0, np.full(2, t + 1), False, t in (1, 4), task=0)
     >>> batch = replay.sample(4)
-    >>> batch.obs.shape, batch.mask.shape
-    (torch.Size([4, 4, 2]), torch.Size([4, 3]))
+    >>> batch.obs.shape, batch.mask.shape, batch.prefix_steps  # whole episodes: no prefix
+    (torch.Size([4, 4, 2]), torch.Size([4, 3]), 0)
     >>> int(batch.mask.sum(1).max()) <= 3
     True
 """
@@ -52,6 +54,12 @@ class Batch:
         mask: ``[B, T]`` 1.0 where the step's loss counts (not padding, not burn-in).
         prev_action, prev_reward: ``[B, T + 1, ...]`` the action and reward before each
             observation (zero at an episode start); None for transition batches.
+        prefix_obs, prefix_prev_action, prefix_prev_reward, prefix_mask: the steps of the
+            same episode before the window (``[B, P, ...]``, right-aligned: a row's prefix
+            ends at ``P``, left padding has ``prefix_mask`` 0). The agent unrolls its
+            cells over them without gradient to get the state at the window's start
+            (:meth:`agents.networks.RecurrentTrunk.initial_state`). None for transition
+            batches; ``P = 0`` when every window starts its episode.
     """
 
     obs: Tensor
@@ -62,6 +70,10 @@ class Batch:
     mask: Tensor
     prev_action: Tensor | None = None
     prev_reward: Tensor | None = None
+    prefix_obs: Tensor | None = None
+    prefix_prev_action: Tensor | None = None
+    prefix_prev_reward: Tensor | None = None
+    prefix_mask: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -71,9 +83,57 @@ class Batch:
     def steps(self) -> int:
         return self.action.shape[1]
 
+    @property
+    def prefix_steps(self) -> int:
+        return 0 if self.prefix_obs is None else self.prefix_obs.shape[1]
+
     def to(self, device: torch.device | str) -> "Batch":
         return Batch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
                         for f in fields(self)})
+
+    def padded(self, steps: int, prefix_steps: int = 0) -> "Batch":
+        """The same rows padded to ``steps`` window steps and ``prefix_steps`` prefix steps
+        (padding is masked out), so batches of different lengths stack or concatenate."""
+        rows = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        return Batch(**pad_rows(rows, steps, prefix_steps))
+
+
+def pad_rows(rows: dict[str, Tensor], steps: int, prefix_steps: int = 0) -> dict[str, Tensor]:
+    """Pad every per-step tensor of a batch-like dict along its step axis (axis 1).
+
+    Window tensors (``T`` or ``T + 1`` long, read from ``rows["action"]``) are padded at
+    the end with zeros (``task`` repeats its last entry, so it stays a valid head index);
+    ``prefix_*`` tensors are right-aligned and padded at the start. Other entries with a
+    step axis, such as stored actor outputs ``[B, T, A]``, are padded like window tensors.
+
+    Example:
+        >>> rows = {"action": torch.ones(2, 3, 1), "obs": torch.ones(2, 4, 5), "task": torch.ones(2, 3, dtype=torch.long),
+        ...         "prefix_mask": torch.ones(2, 1)}
+        >>> out = pad_rows(rows, steps=5, prefix_steps=2)
+        >>> out["obs"].shape, out["task"][0].tolist(), out["prefix_mask"][0].tolist()
+        (torch.Size([2, 6, 5]), [1, 1, 1, 1, 1], [0.0, 1.0])
+    """
+    current = rows["action"].shape[1]
+    if steps < current:
+        raise ValueError(f"cannot pad a batch of {current} steps to {steps}")
+    out = {}
+    for name, value in rows.items():
+        length = value.shape[1] if value.dim() >= 2 else None
+        if name.startswith("prefix_"):
+            if prefix_steps < length:
+                raise ValueError(f"cannot pad a prefix of {length} steps to {prefix_steps}")
+            pad = value.new_zeros(value.shape[0], prefix_steps - length, *value.shape[2:])
+            out[name] = torch.cat([pad, value], dim=1)
+        elif length in (current, current + 1) and steps > current:
+            extra = steps - current
+            if name == "task":
+                pad = value[:, -1:].expand(value.shape[0], extra, *value.shape[2:])
+            else:
+                pad = value.new_zeros(value.shape[0], extra, *value.shape[2:])
+            out[name] = torch.cat([value, pad], dim=1)
+        else:
+            out[name] = value
+    return out
 
 
 def _tensor(array: np.ndarray, device: torch.device | str | None) -> Tensor:
@@ -186,30 +246,42 @@ class TransitionReplay:
         self.rng.bit_generator.state = state["rng"]
 
 
+def check_window(seq_len: int, burn_in: int | None) -> None:
+    """A clear error for replay-window settings that cannot work."""
+    if isinstance(seq_len, bool) or not isinstance(seq_len, (int, np.integer)) or seq_len < 1:
+        raise ValueError(f"seq_len (steps per replayed window) must be an integer >= 1, got {seq_len!r}")
+    if burn_in is not None and (isinstance(burn_in, bool) or not isinstance(burn_in, (int, np.integer)) or burn_in < 0):
+        raise ValueError(f"burn_in must be None (the whole episode before a window: exact recurrent state) "
+                         f"or an integer >= 0 (at most that many warm-up steps), got {burn_in!r}")
+
+
 class SequenceReplay(TransitionReplay):
     """Replay of fixed-length sub-sequences within stored episodes (FIFO).
 
     Args:
         capacity: steps held.
         obs_dim, action_dim: widths of what is stored.
-        seq_len: steps per sample whose loss counts.
-        burn_in: up to this many earlier steps of the same episode are prepended to warm
-            up the recurrent state; their loss is masked out. A sample has
-            ``T = burn_in + seq_len`` steps.
+        seq_len: steps per window (the longest stretch that gradients cross). The
+            default of the agent (200) holds a whole Meta-World episode.
+        burn_in: None: the window's prefix is the whole episode before it (exact
+            recurrent state); an integer ``k >= 0``: at most ``k`` steps before it (R2D2's
+            burn-in from a zero state; ``0`` starts every window from a zero state).
         seed: seed of the buffer's own generator.
+
+    A batch holds the windows (``T`` = the longest window drawn, padding masked out) and
+    their prefixes (``P`` = the longest prefix, right-aligned, see :class:`Batch`).
     """
 
     sequence = True
     _ARRAYS = TransitionReplay._ARRAYS + ("episode_start", "episode_end")
 
-    def __init__(self, capacity: int, obs_dim: int, action_dim: int, seq_len: int, burn_in: int = 0,
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int, seq_len: int, burn_in: int | None = None,
                  mode: str = "fifo", seed: int | None = None) -> None:
         if mode != "fifo":
             raise ValueError("SequenceReplay supports mode='fifo' only: a reservoir would cut stored episodes apart")
-        if seq_len <= 0 or burn_in < 0:
-            raise ValueError(f"need seq_len >= 1 and burn_in >= 0, got {seq_len}, {burn_in}")
+        check_window(seq_len, burn_in)
         super().__init__(capacity, obs_dim, action_dim, mode, seed)
-        self.seq_len, self.burn_in = int(seq_len), int(burn_in)
+        self.seq_len, self.burn_in = int(seq_len), None if burn_in is None else int(burn_in)
         # Logical (never wrapped) step indices of each stored step's episode bounds.
         self.episode_start = np.zeros(self.capacity, dtype=np.int64)
         self.episode_end = np.full(self.capacity, _OPEN, dtype=np.int64)
@@ -242,42 +314,69 @@ class SequenceReplay(TransitionReplay):
             array[:hi] = value
 
     def sample(self, batch_size: int, device: torch.device | str | None = None) -> Batch:
-        """``batch_size`` windows of ``burn_in + seq_len`` steps (see the class docstring)."""
+        """``batch_size`` windows and their prefixes (see the class docstring)."""
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
         cap, oldest, total = self.capacity, self.seen - self.size, self.seen
         drawn = self.rng.integers(oldest, total, size=batch_size)
         drawn_slot = drawn % cap
         true_start = self.episode_start[drawn_slot]
+        # Steps overwritten by the ring are gone: an episode then starts, for replay, at the oldest step kept.
+        episode_start = np.maximum(true_start, oldest)
         # The window is the aligned chunk holding the drawn step (each step weighs the same).
         start = np.maximum(true_start + (drawn - true_start) // self.seq_len * self.seq_len, oldest)
         end = np.minimum(np.minimum(start + self.seq_len, self.episode_end[drawn_slot]), total)
-        first = np.maximum(start - self.burn_in, np.maximum(true_start, oldest))
-        steps = self.burn_in + self.seq_len
-        logical = first[:, None] + np.arange(steps)[None, :]
-        exists = logical < end[:, None]
-        slots = np.where(exists, logical, first[:, None]) % cap
-        mask = (exists & (logical >= start[:, None])).astype(np.float32)
-        keep = exists.astype(np.float32)
-
-        action = self.action[slots] * keep[..., None]
-        reward = self.reward[slots] * keep
-        obs = np.concatenate([self.obs[slots[:, :1]], self.next_obs[slots] * keep[..., None]], axis=1)
-        # What came before the window's first step: nothing at an episode start.
-        has_prev = (first > true_start) & (first > oldest)
-        prev_slot = (first - 1) % cap
-        first_action = self.action[prev_slot] * has_prev[:, None]
-        first_reward = self.reward[prev_slot] * has_prev
+        first = episode_start if self.burn_in is None else np.maximum(start - self.burn_in, episode_start)
+        steps = int((end - start).max())
+        window = self._steps(start, end, steps, episode_start)
+        prefix_steps = int((start - first).max())
+        prefix = self._steps(first, start, prefix_steps, episode_start, right_aligned=True)
         return Batch(
-            obs=_tensor(obs, device),
-            action=_tensor(action, device),
-            reward=_tensor(reward, device),
-            terminated=_tensor(self.terminated[slots] * keep, device),
-            task=_tensor(self.task[slots], device),
-            mask=_tensor(mask, device),
-            prev_action=_tensor(np.concatenate([first_action[:, None], action], axis=1), device),
-            prev_reward=_tensor(np.concatenate([first_reward[:, None], reward], axis=1), device),
+            obs=_tensor(np.concatenate([self.obs[window["slots"][:, :1]], window["next_obs"]], axis=1), device),
+            action=_tensor(window["action"], device),
+            reward=_tensor(window["reward"], device),
+            terminated=_tensor(self.terminated[window["slots"]] * window["keep"], device),
+            task=_tensor(self.task[window["slots"]], device),
+            mask=_tensor(window["keep"], device),
+            prev_action=_tensor(window["prev_action"], device),
+            prev_reward=_tensor(window["prev_reward"], device),
+            prefix_obs=_tensor(self.obs[prefix["slots"]] * prefix["keep"][..., None], device),
+            prefix_prev_action=_tensor(prefix["prev_action"][:, :-1], device),
+            prefix_prev_reward=_tensor(prefix["prev_reward"][:, :-1], device),
+            prefix_mask=_tensor(prefix["keep"], device),
         )
+
+    def _steps(self, begin: np.ndarray, end: np.ndarray, steps: int, episode_start: np.ndarray,
+               right_aligned: bool = False) -> dict[str, np.ndarray]:
+        """Steps ``begin..end-1`` of each row, laid out in ``steps`` columns (padding zeroed).
+
+        ``prev_action``/``prev_reward`` have ``steps + 1`` columns: what came before each
+        step and, last, the final step's own action and reward (zero at an episode start).
+        """
+        cap = self.capacity
+        column = np.arange(steps)[None, :]
+        offset = (steps - (end - begin))[:, None] if right_aligned else 0
+        logical = begin[:, None] + column - offset
+        keep = (logical >= begin[:, None]) & (logical < end[:, None])
+        slots = np.where(keep, logical, begin[:, None]) % cap
+        keep_f = keep.astype(np.float32)
+        action = self.action[slots] * keep_f[..., None]
+        reward = self.reward[slots] * keep_f
+        has_prev = (begin > episode_start)[:, None]
+        prev_slot = (begin - 1) % cap
+        first_action, first_reward = self.action[prev_slot] * has_prev, self.reward[prev_slot] * has_prev[:, 0]
+        if right_aligned:  # the step before each real step: the previous column, or the one before ``begin``
+            lead = (logical == begin[:, None])
+            prev_action = np.concatenate([np.zeros_like(action[:, :1]), action], axis=1)
+            prev_reward = np.concatenate([np.zeros_like(reward[:, :1]), reward], axis=1)
+            prev_action[:, :-1] = np.where(lead[..., None], first_action[:, None], prev_action[:, :-1])
+            prev_reward[:, :-1] = np.where(lead, first_reward[:, None], prev_reward[:, :-1])
+        else:
+            prev_action = np.concatenate([first_action[:, None], action], axis=1)
+            prev_reward = np.concatenate([first_reward[:, None], reward], axis=1)
+        return {"slots": slots, "keep": keep_f, "action": action, "reward": reward,
+                "next_obs": self.next_obs[slots] * keep_f[..., None], "prev_action": prev_action,
+                "prev_reward": prev_reward}
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()

@@ -45,7 +45,7 @@ import torch
 
 import contenv
 from agents.checkpoint import load_checkpoint, save_checkpoint
-from agents.networks import CW_HIDDEN_SIZES, TRUNKS
+from agents.networks import TRUNKS
 from agents.protection import make_protection
 from agents.sac import SAC, Callback, SACConfig
 from contenv.continual import ContinualEnv
@@ -109,8 +109,8 @@ class TrainArgs:
     """Torch CPU threads (1 is fastest for these small matrices when the env shares the core)."""
     progress_bar: bool = True
     """Show a tqdm progress bar."""
-    hidden_sizes: tuple[int, ...] = CW_HIDDEN_SIZES
-    """Hidden layers of actor and critic bodies (Continual World: 256 256 256 256)."""
+    hidden_sizes: Optional[tuple[int, ...]] = None
+    """Hidden layers of actor and critic bodies (default: 256 256 256 256 for mlp, Continual World's; 256 256 for gru/lstm)."""
     rnn_size: int = _SAC.rnn_size
     """Width of the GRU/LSTM cells."""
     heads: str = _SAC.heads
@@ -119,8 +119,8 @@ class TrainArgs:
     """Recurrent cells also read the previous reward (as well as the observation and previous action)."""
     lr: float = _SAC.lr
     """Adam learning rate (Continual World: 1e-3)."""
-    batch_size: int = _SAC.batch_size
-    """Rows per update: transitions (MLP) or sub-sequences (GRU/LSTM) (Continual World: 128)."""
+    batch_size: Optional[int] = None
+    """Rows per update: transitions (mlp; default 128, Continual World's) or replayed windows (gru/lstm; default 4)."""
     gamma: float = _SAC.gamma
     """Discount (Continual World: 0.99)."""
     polyak: float = _SAC.polyak
@@ -128,15 +128,17 @@ class TrainArgs:
     replay_size: int = _SAC.replay_size
     """Replay capacity in steps (Continual World: 1,000,000)."""
     seq_len: int = _SAC.seq_len
-    """Steps per replayed sub-sequence (GRU/LSTM)."""
-    burn_in: int = _SAC.burn_in
-    """Earlier steps replayed only to warm up the recurrent state (GRU/LSTM)."""
+    """Longest replayed window (gru/lstm): gradients reach this many steps back; episodes up to this long are replayed whole."""
+    burn_in: Optional[int] = _SAC.burn_in
+    """Recurrent state at a window's start: default from the whole episode before it (exact); k: from k warm-up steps."""
     random_steps: int = _SAC.random_steps
     """Uniform-random actions at the start of each task (Continual World: 10,000)."""
     update_after: int = _SAC.update_after
     """Step of a task from which updates start (Continual World: 1,000)."""
     update_every: int = _SAC.update_every
-    """Steps between rounds of updates; each round makes this many updates (Continual World: 50)."""
+    """Steps between rounds of updates (Continual World: 50)."""
+    gradient_steps: Optional[int] = _SAC.gradient_steps
+    """Updates per round (default: update_every, one per env step as in Continual World)."""
     init_log_alpha: float = _SAC.init_log_alpha
     """Initial log entropy coefficient of every task (Continual World: 1.0)."""
     clip_grad_norm: Optional[float] = _SAC.clip_grad_norm
@@ -144,11 +146,11 @@ class TrainArgs:
 
     def sac_config(self) -> SACConfig:
         return SACConfig(
-            trunk=self.agent, hidden_sizes=tuple(self.hidden_sizes), rnn_size=self.rnn_size, heads=self.heads,
+            trunk=self.agent, hidden_sizes=self.hidden_sizes, rnn_size=self.rnn_size, heads=self.heads,
             prev_reward=self.prev_reward, lr=self.lr, batch_size=self.batch_size, gamma=self.gamma,
             polyak=self.polyak, replay_size=self.replay_size, seq_len=self.seq_len, burn_in=self.burn_in,
             random_steps=self.random_steps, update_after=self.update_after, update_every=self.update_every,
-            init_log_alpha=self.init_log_alpha, clip_grad_norm=self.clip_grad_norm,
+            gradient_steps=self.gradient_steps, init_log_alpha=self.init_log_alpha, clip_grad_norm=self.clip_grad_norm,
         )
 
 
@@ -206,12 +208,14 @@ def run_config(args: TrainArgs, env: ContinualEnv) -> dict[str, Any]:
     """``config.json``: every argument, the resolved scenario and the agent config."""
     # ``seeds`` is left out: a seed of a batched run writes the same config as a single-seed run.
     config = {f.name: getattr(args, f.name) for f in fields(args) if f.name != "seeds"}
+    sac = args.sac_config()  # defaults that depend on the trunk are recorded resolved
     config.update(
         run_dir=str(args.run_dir), tasks=list(env.task_names), steps_per_task=env.steps_per_task,
         horizon=env.horizon, task_id=env.task_id, reward_version=env.reward_version,
-        hidden_sizes=list(args.hidden_sizes), scenario_kwargs=_json_object("scenario_kwargs", args.scenario_kwargs),
+        hidden_sizes=list(sac.hidden_sizes), batch_size=sac.batch_size,
+        scenario_kwargs=_json_object("scenario_kwargs", args.scenario_kwargs),
         protection_kwargs=_json_object("protection_kwargs", args.protection_kwargs),
-        sac=asdict(args.sac_config()), total_steps=env.total_steps,
+        sac=asdict(sac), total_steps=env.total_steps,
     )
     config["sac"]["hidden_sizes"] = list(config["sac"]["hidden_sizes"])
     return json.loads(json.dumps(config))  # exactly what config.json will hold

@@ -47,11 +47,14 @@ import torch
 from torch import Tensor
 
 from contenv.atomic import atomic_file
-from agents.networks import CW_HIDDEN_SIZES, TRUNKS, Actor, NetworkConfig, TwinCritic, squashed_sample
+from agents.networks import CW_HIDDEN_SIZES, TRUNKS, Actor, NetworkConfig, TwinCritic, shared_input_features, squashed_sample
 from agents.protection import HOOKS, Protection, defines, make_protection
-from agents.replay import Batch, SequenceReplay, TransitionReplay
+from agents.replay import Batch, SequenceReplay, TransitionReplay, check_window
 
 HEADS = ("auto", "multi", "single")
+CW_BATCH = 128  # transitions per update (Continual World)
+RECURRENT_BATCH = 4  # windows per update of a recurrent agent (see SACConfig)
+RECURRENT_HIDDEN_SIZES = (256, 256)
 SAVE_FORMAT = "contenv-sac-v1"
 
 
@@ -59,10 +62,17 @@ SAVE_FORMAT = "contenv-sac-v1"
 class SACConfig:
     """Every knob of the agent; the defaults are Continual World's (MLP agent).
 
+    Recurrent agents (GRU, LSTM) replay whole episodes of up to ``seq_len`` steps (longer
+    episodes in ``seq_len`` chunks whose recurrent state is recomputed from the episode's
+    start); their defaults, chosen from ``scripts/bench_throughput.py --recurrent`` and
+    ``scripts/bench_learning.py`` (see the README, "Recurrent agents"), differ where
+    marked: ``None`` fields resolve by trunk.
+
     Attributes:
         trunk: ``"mlp"`` (CW), ``"gru"`` or ``"lstm"``.
-        hidden_sizes: hidden layers of every body (CW: 4 x 256).
-        rnn_size: width of the recurrent cells.
+        hidden_sizes: hidden layers of every body. None: 4 x 256 for the MLP (CW), 2 x 256
+            for recurrent agents (the heads of Ni et al. 2022's recurrent SAC).
+        rnn_size: width of the recurrent cells (Ni et al. 2022: 128).
         heads: ``"multi"`` (one output head per task, picked by the task index; CW),
             ``"single"``, or ``"auto"``: multi when observations carry the task one-hot.
         task_in_trunk: the trunk also reads the task one-hot (CW: no, it only picks the head).
@@ -71,13 +81,20 @@ class SACConfig:
             ``act``; a direct ``act``/``predict`` call must pass ``rewards=``).
         lr: Adam learning rate.
         adam_eps: Adam epsilon (1e-7 is Keras', which CW used).
-        batch_size: rows per update (transitions, or sub-sequences for recurrent agents).
+        batch_size: rows per update: transitions (MLP; None: CW's 128) or windows of up to
+            ``seq_len`` steps (recurrent; None: ``RECURRENT_BATCH`` windows).
         gamma: discount.
         polyak: target critic <- polyak * target + (1 - polyak) * critic.
         replay_size: steps the replay holds.
         replay_mode: ``"fifo"`` or ``"reservoir"`` (MLP only).
-        seq_len: steps per replayed sub-sequence whose loss counts (recurrent agents).
-        burn_in: earlier steps prepended to warm up the recurrent state (loss masked out).
+        seq_len: longest replayed window (recurrent agents): gradients cross up to this many
+            steps, so a dependency that long can be learned. 200 holds a whole Meta-World
+            episode (CW's horizon) and every memory task up to that length.
+        burn_in: None: the recurrent state at a window's start is recomputed by running the
+            cells, without gradient, over the episode before it (exact); ``k >= 0``: over at
+            most ``k`` steps from a zero state (R2D2-style; 0: windows start from zero).
+        chrono_horizon: chrono initialisation of the cells' keep gates for memories up to
+            this many steps (Tallec & Ollivier 2018); None: ``seq_len``; 0: off.
         init_log_alpha: initial log entropy coefficient of every task (CW: 1.0).
         target_entropy: None means ``-action_dim``.
         random_steps: uniform-random actions at the start of each task.
@@ -90,21 +107,22 @@ class SACConfig:
     """
 
     trunk: str = "mlp"
-    hidden_sizes: tuple[int, ...] = field(default=CW_HIDDEN_SIZES)
-    rnn_size: int = 256
+    hidden_sizes: tuple[int, ...] | None = None
+    rnn_size: int = 128
     heads: str = "auto"
     task_in_trunk: bool = False
     prev_action: bool = True
     prev_reward: bool = True
     lr: float = 1e-3
     adam_eps: float = 1e-7
-    batch_size: int = 128
+    batch_size: int | None = None
     gamma: float = 0.99
     polyak: float = 0.995
     replay_size: int = 1_000_000
     replay_mode: str = "fifo"
-    seq_len: int = 32
-    burn_in: int = 0
+    seq_len: int = 200
+    burn_in: int | None = None
+    chrono_horizon: int | None = None
     init_log_alpha: float = 1.0
     target_entropy: float | None = None
     random_steps: int = 10_000
@@ -116,9 +134,19 @@ class SACConfig:
     clip_grad_norm: float | None = None
 
     def __post_init__(self) -> None:
-        self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
         if self.trunk not in TRUNKS:
             raise ValueError(f"unknown agent trunk {self.trunk!r}; allowed: {', '.join(TRUNKS)}")
+        recurrent = self.trunk != "mlp"
+        if self.hidden_sizes is None:
+            self.hidden_sizes = RECURRENT_HIDDEN_SIZES if recurrent else CW_HIDDEN_SIZES
+        self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
+        if self.batch_size is None:
+            self.batch_size = RECURRENT_BATCH if recurrent else CW_BATCH
+        check_window(self.seq_len, self.burn_in)
+        if self.chrono_horizon is None:
+            self.chrono_horizon = self.seq_len
+        if self.chrono_horizon < 0:
+            raise ValueError(f"chrono_horizon must be >= 0 (0: plain initialisation), got {self.chrono_horizon}")
         if self.heads not in HEADS:
             raise ValueError(f"unknown heads {self.heads!r}; allowed: {', '.join(HEADS)}")
         if self.trunk != "mlp" and self.replay_mode != "fifo":
@@ -126,7 +154,7 @@ class SACConfig:
         for name in ("batch_size", "replay_size", "update_every", "seq_len"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("random_steps", "update_after", "burn_in"):
+        for name in ("random_steps", "update_after"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.polyak <= 1.0 or not 0.0 <= self.gamma <= 1.0:
@@ -279,6 +307,7 @@ class SAC:
             input_dim=self.net_dim, action_dim=self.spec.action_dim, num_heads=self.num_heads,
             trunk=config.trunk, hidden_sizes=config.hidden_sizes, rnn_size=config.rnn_size,
             prev_action=config.prev_action, prev_reward=config.prev_reward,
+            chrono_horizon=config.chrono_horizon if config.trunk != "mlp" else 0,
         )
         self.recurrent = self.net_config.recurrent
         self.target_entropy = -float(self.spec.action_dim) if config.target_entropy is None else float(config.target_entropy)
@@ -575,8 +604,14 @@ class SAC:
         task_ext = torch.cat([task, task[:, -1:]], dim=1)
         params = self.actor_params(self.current_task)
 
-        if self.recurrent:  # one pass over all T + 1 observations serves both actor terms
-            mean, log_std, _ = self.actor(obs, batch.prev_action, batch.prev_reward, task_ext, params=params)
+        if self.recurrent:  # one pass of every cell over all T + 1 observations serves every term
+            start = self._window_states(batch, params)
+            names = ("actor", "q1", "q2", "target_q1", "target_q2")
+            trunks = [(self.actor, params), (self.critic.q1, None), (self.critic.q2, None),
+                      (self.target_critic.q1, None), (self.target_critic.q2, None)]
+            features = dict(zip(names, shared_input_features(trunks, obs, batch.prev_action, batch.prev_reward,
+                                                             [start.get(name) for name in names])))
+            mean, log_std = self.actor.policy(features["actor"], task_ext, params=params)
             action_all, logp_all = squashed_sample(mean, log_std, self._noise(mean))
             action_pi, logp_pi = action_all[:, :steps], logp_all[:, :steps]
             next_action, next_logp = action_all[:, 1:].detach(), logp_all[:, 1:].detach()
@@ -590,24 +625,24 @@ class SAC:
 
         log_alpha = self.log_alpha[task]
         alpha = log_alpha.detach().exp()
-        def encode(q, first, last):  # per-step critic features of observations first..last
+        def encode(name, first, last):  # per-step critic features of observations first..last
             if self.recurrent:
-                return q.encode(obs, batch.prev_action, batch.prev_reward)[0][:, first:last]
+                return features[name][:, first:last]
             return obs_now if first == 0 else obs_next
 
         with torch.no_grad():
-            target_q = torch.minimum(*(q.values(encode(q, 1, steps + 1), next_action, task)
-                                       for q in self.target_critic.critics))
+            target_q = torch.minimum(*(q.values(encode(f"target_{name}", 1, steps + 1).detach(), next_action, task)
+                                       for name, q in zip(("q1", "q2"), self.target_critic.critics)))
             backup = batch.reward + cfg.gamma * (1.0 - batch.terminated) * (target_q - alpha * next_logp)
 
         critic_loss, q_pi, q_taken = 0.0, [], []
-        for q in self.critic.critics:
-            features = encode(q, 0, steps)
-            value = q.values(features, batch.action, task)
+        for name, q in zip(("q1", "q2"), self.critic.critics):
+            feats = encode(name, 0, steps)
+            value = q.values(feats, batch.action, task)
             critic_loss = critic_loss + 0.5 * masked_mean((value - backup).square(), mask)
             q_taken.append(value)
             frozen = {name: p.detach() for name, p in q.named_parameters()}
-            q_pi.append(q.values(features.detach(), action_pi, task, params=frozen))
+            q_pi.append(q.values(feats.detach(), action_pi, task, params=frozen))
         actor_loss = masked_mean(alpha * logp_pi - torch.minimum(*q_pi), mask)
         alpha_loss = -masked_mean(log_alpha * (logp_pi.detach() + self.target_entropy), mask)
         loss = critic_loss + actor_loss + alpha_loss
@@ -625,6 +660,19 @@ class SAC:
             "protection_loss": torch.zeros((), device=self.device) if protection_loss is None else protection_loss.detach(),
         }
         return loss, metrics
+
+    def _window_states(self, batch: Batch, actor_params) -> dict[str, Tensor]:
+        """Every network's recurrent state at its windows' start: an unroll over the
+        batch's prefix without gradient (empty when every window starts its episode)."""
+        if batch.prefix_obs is None or batch.prefix_obs.shape[1] == 0:
+            return {}
+        inputs = (self.net_obs(batch.prefix_obs).contiguous(), batch.prefix_prev_action, batch.prefix_prev_reward,
+                  batch.prefix_mask)
+        states = {"actor": self.actor.initial_state(*inputs, params=actor_params)}
+        for name in ("q1", "q2"):
+            states[name] = getattr(self.critic, name).initial_state(*inputs)
+            states[f"target_{name}"] = getattr(self.target_critic, name).initial_state(*inputs)
+        return states
 
     def gradient_step(self) -> None:
         """One update on a batch from the replay: backward, protection, step, polyak."""

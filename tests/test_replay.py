@@ -79,20 +79,43 @@ def test_sequence_windows_stay_in_one_episode_with_masks_and_padding():
 
 
 def test_sequence_windows_are_aligned_chunks_with_burn_in():
-    """Windows are the chunks [0, 2), [2, 4)... of an episode; the burn-in reaches back."""
+    """Windows are the chunks [0, 2), [2, 4)... of an episode; an integer burn-in gives a
+    prefix of at most that many steps before the window, right-aligned."""
     replay = SequenceReplay(capacity=1000, obs_dim=3, action_dim=2, seq_len=2, burn_in=3, seed=2)
     fill_episodes(replay, [8, 4])
     batch = replay.sample(300)
-    assert batch.obs.shape == (300, 6, 3) and batch.mask.shape == (300, 5)
+    assert batch.obs.shape == (300, 3, 3) and batch.mask.shape == (300, 2) and batch.prefix_steps == 3
     for row in range(300):
-        exists = int((batch.obs[row, 1:, 2] == 1).sum())  # steps that exist (burn-in included)
-        loss = batch.mask[row].nonzero().flatten().tolist()
-        first_t = int(batch.obs[row, 0, 1])
-        start_t = first_t + loss[0]
-        assert loss == list(range(loss[0], loss[0] + len(loss))) and len(loss) <= 2
+        episode, start_t = int(batch.obs[row, 0, 0]), int(batch.obs[row, 0, 1])
         assert start_t % 2 == 0  # aligned chunks
-        assert loss[0] == min(start_t, 3)  # as much burn-in as the episode has, at most 3 steps
-        assert loss[-1] < exists
+        real = int(batch.prefix_mask[row].sum())
+        assert real == min(start_t, 3)  # as much burn-in as the episode has, at most 3 steps
+        assert torch.all(batch.prefix_mask[row, 3 - real :] == 1) and torch.all(batch.prefix_mask[row, : 3 - real] == 0)
+        assert batch.prefix_obs[row, 3 - real :, 1].tolist() == list(range(start_t - real, start_t))
+        assert torch.all(batch.prefix_obs[row, 3 - real :, 0] == episode)
+        # The previous action of each prefix step is the action before it (zero at the episode start).
+        expected = [0.0 if t == 0 else float(10 * episode + t - 1) for t in range(start_t - real, start_t)]
+        assert batch.prefix_prev_action[row, 3 - real :, 0].tolist() == expected
+
+
+def test_default_prefix_reaches_back_to_the_episode_start():
+    """burn_in=None: the prefix is the whole episode before the window, however long."""
+    replay = SequenceReplay(capacity=1000, obs_dim=3, action_dim=2, seq_len=3, seed=5)
+    fill_episodes(replay, [11, 2])
+    batch = replay.sample(200)
+    assert batch.prefix_steps == 9  # the chunk [9, 11) has 9 steps before it
+    for row in range(200):
+        start_t = int(batch.obs[row, 0, 1])
+        assert int(batch.prefix_mask[row].sum()) == start_t
+        if start_t:
+            assert batch.prefix_obs[row, -start_t:, 1].tolist() == list(range(start_t))
+            assert batch.prev_action[row, 0, 0].item() == float(10 * int(batch.obs[row, 0, 0]) + start_t - 1)
+
+
+def test_bad_window_settings_are_refused():
+    for seq_len, burn_in in ((0, None), (-3, 0), (2.5, None), (4, -1), (4, 1.5)):
+        with pytest.raises(ValueError, match="seq_len|burn_in"):
+            SequenceReplay(100, 3, 2, seq_len=seq_len, burn_in=burn_in)
 
 
 def test_short_episodes_are_replayed_whole_from_their_start():

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from torch import Tensor
 
-from agents.replay import Batch
+from agents.replay import Batch, pad_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     from agents.networks import Actor
@@ -85,8 +85,17 @@ def take_rows(rows: Rows, index: Tensor) -> Rows:
 
 
 def cat_rows(first: Rows, second: Rows) -> Rows:
-    """Rows of ``first`` then ``second`` (an empty ``first`` is fine)."""
-    return dict(second) if not first else {name: torch.cat([first[name], second[name]]) for name in first}
+    """Rows of ``first`` then ``second`` (an empty ``first`` is fine).
+
+    Recurrent rows of different lengths (windows and prefixes) are padded to the longer
+    one first (:func:`agents.replay.pad_rows`; padding is masked out)."""
+    if not first:
+        return dict(second)
+    if "prev_action" in first:  # sequence rows: windows and prefixes may differ in length
+        steps = max(first["action"].shape[1], second["action"].shape[1])
+        prefix = max(rows["prefix_mask"].shape[1] if "prefix_mask" in rows else 0 for rows in (first, second))
+        first, second = pad_rows(first, steps, prefix), pad_rows(second, steps, prefix)
+    return {name: torch.cat([first[name], second[name]]) for name in first}
 
 
 def sample_rows(rows: Rows, count: int, generator: torch.Generator) -> Rows:
@@ -129,13 +138,25 @@ def actor_inputs(agent: "SAC", rows: Rows) -> Rows:
     for name in ("prev_action", "prev_reward"):
         if name in rows:
             inputs[name] = rows[name][:, :steps].contiguous()
+    if "prefix_obs" in rows and rows["prefix_obs"].shape[1] > 0:  # windows that start inside their episode
+        inputs["prefix_obs"] = agent.net_obs(rows["prefix_obs"]).contiguous()
+        for name in ("prefix_prev_action", "prefix_prev_reward", "prefix_mask"):
+            inputs[name] = rows[name]
     return inputs
 
 
 def run_actor(actor: "Actor", inputs: Rows, params: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-    """The actor's Gaussian ``(mean, log_std)``, each ``[B, T, action_dim]``, from zero state."""
+    """The actor's Gaussian ``(mean, log_std)``, each ``[B, T, action_dim]``.
+
+    A row's recurrent state starts where the agent's update starts it: after the row's
+    prefix (unrolled without gradient), or at zero when the window starts its episode.
+    """
+    state = None
+    if "prefix_obs" in inputs:
+        state = actor.initial_state(inputs["prefix_obs"], inputs["prefix_prev_action"], inputs["prefix_prev_reward"],
+                                    inputs["prefix_mask"], params=params)
     mean, log_std, _ = actor(inputs["obs"], inputs.get("prev_action"), inputs.get("prev_reward"), inputs["task"],
-                             params=params)
+                             state=state, params=params)
     return mean, log_std
 
 
