@@ -215,7 +215,9 @@ class MinGRUCell(nn.Module):
         log_a = -F.softplus(k)  # log(1 - z)
         log_b = -F.softplus(-k) + log_g(pre)  # log(z * h~)
         if reset is not None:
-            log_a = log_a.masked_fill(reset.unsqueeze(-1), -RESET_LOG_DECAY)
+            # t = 0 is exact through h_0; a -60 there would only add rounding to the chunk
+            later = torch.cat([torch.zeros_like(reset[:, :1]), reset[:, 1:]], dim=1)
+            log_a = log_a.masked_fill(later.unsqueeze(-1), -RESET_LOG_DECAY)
             h0 = h0 * keep_first
         h = log_space_scan(log_a, log_b, h0)
         return h, h[:, -1]

@@ -114,6 +114,18 @@ def test_reset_forgets_everything_before_it(scan):
 
 
 @pytest.mark.parametrize("scan", SCANS)
+def test_reset_at_the_first_step_discards_any_state_exactly(scan):
+    """A reset at t = 0 zeroes h_0 itself (not a large decay): even a 1e30 state leaves no trace."""
+    cell = MinGRUCell(3, 6, scan=scan)
+    p = dict(cell.named_parameters())
+    x = torch.randn(2, 10, 3)
+    reset = torch.zeros(2, 10, dtype=torch.bool)
+    reset[:, 0] = True
+    out, _ = cell.run(p, "", x, torch.full((2, 6), 1e30), reset)
+    torch.testing.assert_close(out, cell.run(p, "", x, None, None)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("scan", SCANS)
 def test_continuing_from_the_returned_state_is_exact(scan):
     cell = MinGRUCell(3, 6, scan=scan)
     p = dict(cell.named_parameters())
