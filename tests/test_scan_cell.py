@@ -259,3 +259,19 @@ def test_bad_input_is_refused(kwargs, match):
 def test_bad_construction_is_refused(kwargs):
     with pytest.raises(ValueError, match="MinGRUCell"):
         MinGRUCell(**kwargs)
+
+
+def test_linear_scan_backward_is_exact_to_second_order():
+    """The hand-written backward of linear_scan: gradcheck and gradgradcheck in float64."""
+    gen = torch.Generator().manual_seed(3)
+    a = torch.rand(2, 21, 3, generator=gen, dtype=torch.float64)
+    a[1, 9] = 0.0  # a reset
+    a.requires_grad_()
+    b = torch.rand(2, 21, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    def fn(a, b, h0):
+        return linear_scan(a, b, h0, chunk=4)
+
+    assert torch.autograd.gradcheck(fn, (a, b, h0))
+    assert torch.autograd.gradgradcheck(fn, (a, b, h0))
