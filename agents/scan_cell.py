@@ -26,11 +26,13 @@ default, not the paper's log-space scan, because it was more accurate and faster
 Against a float64 loop its float32 error equalled the float32 loop's (at most 4.4e-7 of the
 largest entry, outputs and gradients, T = 200 and 1000, with and without resets), where the
 log scan's was up to 4.3e-5 (1.3e-3 with saturated gates, logits of +-60). Fwd+bwd of the
-cell at B=4, T=200, 256 units, 48 inputs, one CPU thread (a shared, loaded machine): linear
-34.5 ms, log 135.6 ms, loop 49.7 ms (``torch.logcumsumexp`` and its backward are serial
-loops on CPU). At B=128, T=32 the loop was fastest on CPU (113 ms against 188 ms for the
-linear scan, which makes ``2 log2(8) + 1`` passes over ``[B, T, size]`` tensors that leave the
-cache), hence ``scan="loop"``; on a GPU the scans are the point.
+cell, one CPU thread on a shared machine under heavy load (median of 22, interleaved): at
+B=4, T=200, 256 units, 48 inputs, linear 32.8 ms, log 127.3 ms, loop 47.7 ms, GRU
+:class:`~agents.networks.RecurrentCell` 205.1 ms (``torch.logcumsumexp`` and its backward
+are serial loops on CPU). At B=128, T=32 the loop was fastest on CPU: 114.4 ms against
+164.1 ms for the linear scan, which makes several passes over ``[B, T, size]`` tensors that
+leave the cache (log 601.7, GRU 294.8); hence ``scan="loop"``. On a GPU the scans are the
+point.
 
 ``scan="log"``: the paper's log-space scan (its appendix; after Heinsen 2023, "Efficient
 parallelization of a ubiquitous sequential computation", arXiv 2311.06281):
