@@ -181,9 +181,9 @@ class _LinearScan(torch.autograd.Function):
     def backward(ctx, grad_h: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
         a, h0, h = ctx.saved_tensors
         a_next = F.pad(a[:, 1:], (0, 0, 0, 1))  # a_{t+1}, 0 after the last step
-        g = linear_scan(a_next.flip(1), grad_h.flip(1), torch.zeros_like(h0), ctx.chunk).flip(1)
+        grad_b = linear_scan(a_next.flip(1), grad_h.flip(1), torch.zeros_like(h0), ctx.chunk).flip(1)
         h_prev = torch.cat([h0.unsqueeze(1), h[:, :-1]], dim=1)
-        return g * h_prev, g, a[:, 0] * g[:, 0], None
+        return grad_b * h_prev, grad_b, a[:, 0] * grad_b[:, 0], None
 
 
 def linear_scan_values(a: Tensor, b: Tensor, h0: Tensor, chunk: int = LINEAR_CHUNK) -> Tensor:
@@ -263,7 +263,7 @@ class MinGRUCell(nn.Module):
         return self.size
 
     def run(self, p: Params, prefix: str, x: Tensor, state: Tensor | None, reset: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Parallel scan: ``x [B, T, in]`` -> outputs ``[B, T, size]`` and the last state ``[B, size]``.
+        """``x [B, T, in]`` -> outputs ``[B, T, size]`` and the last state ``[B, size]``, by ``self.scan``.
 
         Args:
             p: weights; reads ``p[prefix + "weight_ih"]`` and ``p[prefix + "bias_ih"]``.
