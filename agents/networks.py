@@ -51,8 +51,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agents.rnn_kernels import GRUSequence, fused_rnn, gru_sequence, sequence_kernel
+from agents.scan_cell import MinGRUCell
 
-TRUNKS = ("mlp", "gru", "lstm")
+TRUNKS = ("mlp", "gru", "lstm", "mingru")
 LEAKY_RELU_SLOPE = 0.2
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 CW_HIDDEN_SIZES = (256, 256, 256, 256)
@@ -70,7 +71,7 @@ class NetworkConfig:
             the one-hot just selects the head).
         action_dim: action width (Meta-World: 4).
         num_heads: output heads picked by the task index (CW: one per task; 1: single head).
-        trunk: ``"mlp"``, ``"gru"`` or ``"lstm"``.
+        trunk: ``"mlp"``, ``"gru"``, ``"lstm"`` or ``"mingru"`` (parallel scan over time).
         hidden_sizes: the body's hidden layers (CW: 4 x 256).
         rnn_size: recurrent cell width (GRU/LSTM only).
         prev_action: feed the previous action to the recurrent cell.
@@ -104,7 +105,7 @@ class NetworkConfig:
     @property
     def state_size(self) -> int:
         """Width of the recurrent state tensor (0 for the MLP)."""
-        return {"mlp": 0, "gru": self.rnn_size, "lstm": 2 * self.rnn_size}[self.trunk]
+        return {"mlp": 0, "gru": self.rnn_size, "lstm": 2 * self.rnn_size, "mingru": self.rnn_size}[self.trunk]
 
     @property
     def cell_input_dim(self) -> int:
@@ -252,13 +253,37 @@ class RecurrentCell(nn.Module):
         return torch.cat([h, c], dim=-1), h
 
 
+def make_cell(trunk: str, input_dim: int, size: int, chrono_horizon: int = 0) -> nn.Module:
+    """The recurrent cell of a trunk: :class:`RecurrentCell` (GRU, LSTM) or
+    :class:`agents.scan_cell.MinGRUCell` (the parallel-scan trunk ``"mingru"``).
+
+    Chrono initialisation of the minGRU: its update gate ``z`` *writes* (``h = (1 - z) h +
+    z h~``), so its bias is ``-log U(1, T_max - 1)``, keeping ``1 - z`` between 1/2 and
+    ``1 - 1/T_max``, the same timescales as the GRU's keep gate.
+
+    Example:
+        >>> cell = make_cell("mingru", input_dim=3, size=4, chrono_horizon=100)
+        >>> bool((cell.bias_ih[:4] < 0).all()), cell.state_size
+        (True, 4)
+    """
+    if trunk in ("gru", "lstm"):
+        return RecurrentCell(trunk, input_dim, size, chrono_horizon)
+    if trunk != "mingru":
+        raise ValueError(f"unknown recurrent trunk {trunk!r}; allowed: gru, lstm, mingru")
+    cell = MinGRUCell(input_dim, size)
+    if chrono_horizon > 1:
+        with torch.no_grad():
+            cell.bias_ih[:size] = -torch.log(torch.empty(size).uniform_(1.0, max(chrono_horizon - 1, 1.0 + 1e-3)))
+    return cell
+
+
 class _Trunk(nn.Module):
     """Per-step features: the observation (MLP) or ``[cell output, observation]`` (RNN)."""
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
         self.config = config
-        self.cell = (RecurrentCell(config.trunk, config.cell_input_dim, config.rnn_size, config.chrono_horizon)
+        self.cell = (make_cell(config.trunk, config.cell_input_dim, config.rnn_size, config.chrono_horizon)
                      if config.recurrent else None)
 
     @property
@@ -425,9 +450,11 @@ def shared_input_features(
     params = [own_params(trunk, p) for trunk, p in trunks]
     first = trunks[0][0]
     x = first.cell_inputs(obs, prev_action, prev_reward)
-    weights = [p[name] for p in params for name in ("cell.weight_ih", "cell.weight_hh", "cell.bias_ih", "cell.bias_hh")]
-    stackable = (all(t.cell is not None and t.cell.kind == "gru" and t.config == first.config for t, _ in trunks)
-                 and sequence_kernel("gru", x.device, False, x, *weights, *(s for s in states if s is not None)) == "gru_function")
+    stackable = all(t.config.trunk == "gru" and t.config == first.config for t, _ in trunks)
+    if stackable:
+        weights = [p[f"cell.{name}"] for p in params for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        tensors = (x, *weights, *(s for s in states if s is not None))
+        stackable = sequence_kernel("gru", x.device, False, *tensors) == "gru_function"
     if not stackable:
         return [trunk.features(p, obs, prev_action, prev_reward, s, None)[0]
                 for (trunk, _), p, s in zip(trunks, params, states)]

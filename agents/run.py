@@ -78,7 +78,7 @@ class TrainArgs:
     scenario_kwargs: str = "{}"
     """Further scenario kwargs as a JSON object, e.g. '{"rank": 1}' for contenv/Distractor-v0."""
     agent: str = "mlp"
-    """Agent trunk: mlp (Continual World's), gru or lstm."""
+    """Agent trunk: mlp (Continual World's), gru, lstm or mingru (parallel scan over time)."""
     protection: str = "finetune"
     """Protection method against forgetting (finetune: none)."""
     protection_kwargs: str = "{}"

@@ -69,7 +69,8 @@ class SACConfig:
     marked: ``None`` fields resolve by trunk.
 
     Attributes:
-        trunk: ``"mlp"`` (CW), ``"gru"`` or ``"lstm"``.
+        trunk: ``"mlp"`` (CW), ``"gru"``, ``"lstm"`` or ``"mingru"`` (minGRU, Feng et al. 2024:
+            linear in its state, so it runs over a window as a parallel scan).
         hidden_sizes: hidden layers of every body. None: 4 x 256 for the MLP (CW), 2 x 256
             for recurrent agents (the heads of Ni et al. 2022's recurrent SAC).
         rnn_size: width of the recurrent cells (Ni et al. 2022: 128).

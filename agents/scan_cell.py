@@ -311,6 +311,8 @@ class MinGRUCell(nn.Module):
             outputs.append(h)
         return torch.stack(outputs, dim=1), h
 
+    run_loop = run_sequential  # the name every cell's step-by-step reference has (agents.networks)
+
     def _prepare(
         self, p: Params, prefix: str, x: Tensor, state: Tensor | None, reset: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:

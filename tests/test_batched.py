@@ -35,7 +35,7 @@ def tiny_config(trunk="mlp", **overrides):
 # ---------------------------------------------------------------------- the key equivalence: loss and gradients
 
 
-@pytest.mark.parametrize("trunk", ["mlp", "gru", "lstm"])
+@pytest.mark.parametrize("trunk", ["mlp", "gru", "lstm", "mingru"])
 def test_batched_losses_and_gradients_equal_each_seeds_own_sac_loss(trunk):
     """The vmapped loss of K seeds on their batches equals SAC.compute_loss of each seed, gradients included."""
     seeds = [0, 1, 2]

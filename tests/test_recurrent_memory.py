@@ -18,7 +18,7 @@ from agents.replay import SequenceReplay
 from agents.sac import SAC, SACConfig, SpaceSpec
 from agents.rnn_kernels import GRUSequence
 
-RECURRENT = ("gru", "lstm")
+RECURRENT = ("gru", "lstm", "mingru")
 
 
 def grads(loss, tensors):
@@ -168,3 +168,71 @@ def test_agent_file_from_before_whole_episode_replay_loads(tmp_path):
     assert loaded.config.seq_len == 32 and loaded.config.burn_in == 0
     for (name, a), (_, b) in zip(agent.actor.named_parameters(), loaded.actor.named_parameters()):
         assert torch.equal(a, b), name
+
+
+# ---------------------------------------------------------------------- every method, every trunk
+METHOD_KWARGS = {
+    "l2": {}, "ewc": {"batches": 2, "batch_size": 8}, "online-ewc": {"batches": 2, "batch_size": 8},
+    "mas": {"batches": 2, "batch_size": 8}, "packnet": {}, "hnet": {}, "finetune": {},
+    "replay": {"mode": "bc", "memory_per_task": 40, "batch_size": 8},
+    "agem": {"memory_per_task": 40, "episodic_batch_size": 4},
+}
+
+
+def memory_env(tasks=("repeat-first(d=6)", "tmaze(L=7)"), steps_per_task=48):
+    import gymnasium as gym
+
+    import contenv  # noqa: F401
+
+    return gym.make("contenv/Sequence-v0", tasks=list(tasks), steps_per_task=steps_per_task)
+
+
+def tiny(trunk, **overrides):
+    values = dict(trunk=trunk, hidden_sizes=(8,), rnn_size=6, random_steps=8, update_after=8, update_every=8,
+                  gradient_steps=2)
+    values.update(overrides)
+    return SACConfig(**values)
+
+
+@pytest.mark.parametrize("trunk,seq_len", [(t, None) for t in RECURRENT] + [("gru", 3)],
+                         ids=[*RECURRENT, "gru-prefixes"])
+@pytest.mark.parametrize("name", sorted(METHOD_KWARGS))
+def test_every_protection_method_trains_on_every_trunk(name, trunk, seq_len):
+    """Default windows (whole episodes) on every trunk; 3-step windows with prefixes on the GRU."""
+    from agents.protection import make_protection
+
+    overrides = {} if seq_len is None else {"seq_len": seq_len}
+    agent = SAC(memory_env(), tiny(trunk, **overrides), protection=make_protection(name, **METHOD_KWARGS[name]), seed=0)
+    agent.learn(96)
+    assert agent.current_task == 1 and agent.num_updates > 0
+    metrics = agent.pop_metrics()
+    assert all(np.isfinite(v) for v in metrics.values()), metrics
+    for param in [*agent.actor.parameters(), *agent.critic.parameters()]:
+        assert torch.isfinite(param).all()
+
+
+@pytest.mark.parametrize("trunk", RECURRENT)
+def test_resume_is_exact_with_default_windows(trunk):
+    import copy
+    import pickle
+
+    from agents.sac import Callback
+
+    class Capture(Callback):
+        state = None
+
+        def on_episode_end(self, agent):
+            if self.state is None and agent.num_timesteps >= 40:
+                self.state = (copy.deepcopy(agent.training_state()), pickle.dumps(agent.env.unwrapped), agent.num_timesteps)
+
+    capture, total = Capture(), 96
+    straight = SAC(memory_env(), tiny(trunk), protection=None, seed=0)
+    straight.learn(total, callback=capture)
+    state, env_pickle, step = capture.state
+    resumed = SAC(memory_env(), tiny(trunk), seed=0)
+    resumed.load_training_state(state)
+    resumed.env = pickle.loads(env_pickle)
+    resumed.learn(total - step)
+    for (n, a), b in zip([*straight.actor.named_parameters(), *straight.critic.named_parameters()],
+                         [*resumed.actor.parameters(), *resumed.critic.parameters()]):
+        assert torch.equal(a, b), n

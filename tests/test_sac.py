@@ -228,7 +228,7 @@ def test_gradient_flows_to_actor_from_actor_loss_only_through_actions():
 # ---------------------------------------------------------------------- verbs, save/load, bad input
 
 
-@pytest.mark.parametrize("trunk", ["mlp", "gru", "lstm"])
+@pytest.mark.parametrize("trunk", ["mlp", "gru", "lstm", "mingru"])
 def test_save_load_round_trip_gives_the_same_actions(tmp_path, trunk):
     env = memory_env()
     agent = SAC(env, SACConfig(trunk=trunk, random_steps=5, update_after=5, update_every=5, **TINY), seed=3)
