@@ -173,9 +173,19 @@ def check_args(args: TrainArgs) -> None:
     """Clear errors for names and numbers that cannot work."""
     if args.agent not in TRUNKS:
         raise unknown_name_error("agent", args.agent, TRUNKS)
-    make_protection(args.protection, **_json_object("protection_kwargs", args.protection_kwargs))
+    kwargs = _json_object("protection_kwargs", args.protection_kwargs)
+    try:
+        make_protection(args.protection, **kwargs)
+    except TypeError as err:  # an unknown or missing keyword
+        raise RunError(f"--protection-kwargs {args.protection_kwargs}: {err}") from None
+    _json_object("scenario_kwargs", args.scenario_kwargs)
+    if isinstance(args.seed, bool) or not isinstance(args.seed, int) or args.seed < 0:
+        raise RunError(f"--seed must be a non-negative integer, got {args.seed!r}")
     for name in ("eval_every", "checkpoint_every", "torch_threads"):
         if getattr(args, name) <= 0:
+            raise RunError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("steps_per_task", "horizon", "stop_at_step"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise RunError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.eval_episodes < 0 or args.eval_deterministic_episodes < 0 or args.eval_episodes + args.eval_deterministic_episodes == 0:
         raise RunError("need --eval-episodes >= 0, --eval-deterministic-episodes >= 0 and at least one episode in all")
@@ -362,11 +372,13 @@ def train(args: TrainArgs) -> Path:
     device = resolve_device(args.device)
     env = make_scenario(args)
     config = run_config(args, env)
-    run_dir = prepare_run_dir(args, config)
     torch.set_num_threads(args.torch_threads)
-
     protection = make_protection(args.protection, **config["protection_kwargs"])
-    agent = SAC(env, args.sac_config(), protection=protection, seed=args.seed, device=device)
+    try:  # built before the run directory: a refusal here leaves nothing behind
+        agent = SAC(env, args.sac_config(), protection=protection, seed=args.seed, device=device)
+    except ValueError as err:
+        raise RunError(str(err)) from None
+    run_dir = prepare_run_dir(args, config)
     checkpoint_path = run_dir / CHECKPOINT_DIR / CHECKPOINT_FILE
     start, last_checkpoint = 0, 0
     if args.resume and checkpoint_path.exists():

@@ -132,6 +132,16 @@ class SACConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.polyak <= 1.0 or not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma and polyak must lie in [0, 1], got {self.gamma}, {self.polyak}")
+        if any(h <= 0 for h in self.hidden_sizes) or self.rnn_size <= 0:
+            raise ValueError(f"hidden_sizes (and rnn_size) must be positive widths, got {self.hidden_sizes} "
+                             f"(rnn_size {self.rnn_size})")
+        for name in ("lr", "adam_eps"):
+            if not np.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)}")
+        if self.clip_grad_norm is not None and not (np.isfinite(self.clip_grad_norm) and self.clip_grad_norm > 0):
+            raise ValueError(f"clip_grad_norm must be positive (or None: off), got {self.clip_grad_norm}")
+        if not np.isfinite(self.init_log_alpha):
+            raise ValueError(f"init_log_alpha must be a finite number, got {self.init_log_alpha}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "SACConfig":

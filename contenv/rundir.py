@@ -165,7 +165,7 @@ class RunWriter:
         self.last_step: float | None = None
         exists = self.path.exists() and self.path.stat().st_size > 0
         if exists and not resume:
-            raise FileExistsError(f"{self.path} already has rows; pass resume=True to append")
+            raise FileExistsError(f"{self.path} already has rows; RunWriter(run_dir, resume=True) appends to them")
         if exists:
             self._drop_torn_line()
             self._read_existing()
