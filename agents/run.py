@@ -37,16 +37,17 @@ import json
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import gymnasium as gym
 import numpy as np
 import torch
+import tyro
 
 import contenv
 from agents.checkpoint import load_checkpoint, save_checkpoint
 from agents.networks import CW_HIDDEN_SIZES, TRUNKS
-from agents.protection import make_protection
+from agents.protection import PROTECTIONS, make_protection
 from agents.sac import SAC, Callback, SACConfig
 from contenv.continual import ContinualEnv
 from contenv.rundir import CONFIG_FILE, RunWriter, write_config
@@ -56,6 +57,11 @@ CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FILE = "checkpoint.pt"
 _SAC = SACConfig()
 # Arguments that may change between a run and its resumption without changing its numbers.
+_SCENARIO_HELP = ("Registered scenario id, one of: " + ", ".join(contenv.registered_ids())
+                  + ". contenv/Sequence-v0 takes any --tasks.")
+_AGENT_HELP = f"Agent trunk, one of: {', '.join(TRUNKS)} (mlp is Continual World's)."
+_PROTECTION_HELP = (f"Protection method against forgetting, one of: {', '.join(PROTECTIONS)}; or two joined by '+' "
+                    "(e.g. replay+ewc). finetune: none.")
 RUNTIME_KEYS = ("resume", "device", "eval_workers", "torch_threads", "progress_bar", "stop_at_step", "run_dir")
 
 
@@ -63,8 +69,8 @@ RUNTIME_KEYS = ("resume", "device", "eval_workers", "torch_threads", "progress_b
 class TrainArgs:
     """Train a SAC agent (MLP, GRU or LSTM) on a continual scenario; write a run directory."""
 
-    scenario: str = "contenv/CW10-v0"
-    """Registered scenario id, e.g. contenv/CW10-v0, contenv/CW20-v0, contenv/Sequence-v0."""
+    scenario: Annotated[str, tyro.conf.arg(help=_SCENARIO_HELP)] = "contenv/CW10-v0"
+    """Registered scenario id (see --help for the list)."""
     tasks: Optional[tuple[str, ...]] = None
     """Task list for contenv/Sequence-v0 (or any scenario that takes tasks=), e.g. reach-v3 'repeat-first(d=5)'."""
     steps_per_task: Optional[int] = None
@@ -77,9 +83,9 @@ class TrainArgs:
     """Meta-World reward function 'v2' or 'v1' (default: the scenario's)."""
     scenario_kwargs: str = "{}"
     """Further scenario kwargs as a JSON object, e.g. '{"rank": 1}' for contenv/Distractor-v0."""
-    agent: str = "mlp"
+    agent: Annotated[str, tyro.conf.arg(help=_AGENT_HELP)] = "mlp"
     """Agent trunk: mlp (Continual World's), gru or lstm."""
-    protection: str = "finetune"
+    protection: Annotated[str, tyro.conf.arg(help=_PROTECTION_HELP)] = "finetune"
     """Protection method against forgetting (finetune: none)."""
     protection_kwargs: str = "{}"
     """Arguments of the protection method as a JSON object."""

@@ -1,15 +1,16 @@
-"""`make demo`: a short real continual run, then the Continual World table.
+"""`contenv demo` (`make demo`): a short real continual run, then the Continual World table.
 
 A GRU SAC agent learns three memory tasks one after another (hold a symbol through
 distractors, copy a symbol, hold two bits), once without protection (fine-tuning) and
 once with PackNet, next to single-task reference runs of each task for forward transfer.
 About five minutes on two cores. Every run is a run directory under ``runs/demo/<time>``;
-``python scripts/report.py runs/demo/<time>/cl --reference runs/demo/<time>/reference``
+``contenv report runs/demo/<time>/cl --reference runs/demo/<time>/reference``
 prints the same table again, and ``--plots DIR`` draws it.
 """
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing as mp
 import os
 import sys
@@ -37,11 +38,19 @@ def trial(kind: str, name: str, tasks: tuple[str, ...], protection: str, out: Pa
     return f"{kind}/{name}", time.perf_counter() - start
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="contenv demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="directory for the demo's run directories (default: runs/demo/<time>; must not exist)")
+    args = parser.parse_args(argv)
     from contenv.report import build_reports, reference_from_runs, render
     from contenv.rundir import load_runs
 
-    out = Path("runs/demo") / time.strftime("%Y%m%d-%H%M%S")
+    out = args.out or Path("runs/demo") / time.strftime("%Y%m%d-%H%M%S")
+    if out.exists():
+        print(f"error: {out} exists; choose another --out (nothing is overwritten)", file=sys.stderr)
+        return 2
     print(f"contenv demo: GRU SAC on {' -> '.join(TASKS)}, {SETTINGS['steps_per_task']} steps per task")
     print(f"runs: fine-tuning and PackNet, plus a single-task reference run per task, under {out}\n", flush=True)
     jobs = [("cl", m, TASKS, m) for m in METHODS] + [("reference", f"task{i}", (t,), "finetune") for i, t in enumerate(TASKS)]
@@ -59,7 +68,7 @@ def main() -> int:
     print()
     print(render(reports, "md"))
     print(f"\n(one seed each, so the intervals are points; {time.perf_counter() - start:.0f} s in all)")
-    print("Fine-tuning forgets the earlier tasks; PackNet keeps them. More: README.md, scripts/report.py --help.")
+    print("Fine-tuning forgets the earlier tasks; PackNet keeps them. More: README.md, contenv report --help.")
     return 0
 
 

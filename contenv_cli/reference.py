@@ -4,16 +4,16 @@ Forward transfer compares how fast a task is learned inside the sequence with ho
 it is learned from scratch (Continual World's FT uses the area under the success curve
 of such a reference run). This script trains each distinct task of ``--scenario`` on its
 own (``contenv/Sequence-v0`` with one task, the scenario's ``steps_per_task``, horizon
-and reward version, and every agent argument of ``scripts/train.py``) into
+and reward version, and every agent argument of ``contenv train``) into
 
     <out-dir>/<task>/seed<seed>/          (a run directory, as written by train.py)
 
-which ``scripts/report.py --reference <out-dir>`` reads. Finished runs are skipped;
+which ``contenv report --reference <out-dir>`` reads. Finished runs are skipped;
 ``--resume`` continues unfinished ones.
 
 Example:
-    python scripts/reference.py --scenario contenv/CW10-v0 --seeds 0 1 2 --out-dir runs/reference/cw10
-    python scripts/report.py runs/cw10 --reference runs/reference/cw10
+    contenv reference --scenario contenv/CW10-v0 --seeds 0-2 --out-dir runs/reference/cw10
+    contenv report runs/cw10 --reference runs/reference/cw10
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Optional
 
 import tyro
 
+from agents.batched import parse_seeds
 from agents.checkpoint import CheckpointError
 from agents.run import TrainArgs, make_scenario, train
 from contenv.rundir import RunLoadError, load_run
@@ -37,8 +38,8 @@ class ReferenceArgs(TrainArgs):
 
     out_dir: Optional[Path] = None
     """Where the reference runs go (default: runs/reference/<scenario>/<agent>)."""
-    seeds: tuple[int, ...] = (0,)
-    """Seeds to run for every task (--seed is ignored)."""
+    seeds: str = "0"
+    """Seeds to run for every task: 0-4, 0,3,7 or 0-2,9 (--seed is ignored)."""
     only_tasks: tuple[str, ...] = ()
     """Run only these tasks of the scenario (default: all of them)."""
 
@@ -55,7 +56,7 @@ def reference_runs(args: ReferenceArgs) -> list[Path]:
     for task in tasks:
         if args.only_tasks and task not in args.only_tasks:
             continue
-        for seed in args.seeds:
+        for seed in parse_seeds(args.seeds):
             run_dir = out_dir / task / f"seed{seed}"
             single = dataclasses.replace(
                 args, scenario="contenv/Sequence-v0", tasks=(task,), scenario_kwargs="{}",
@@ -84,7 +85,7 @@ def _finished(run_dir: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = tyro.cli(ReferenceArgs, args=argv, description=__doc__)
+    args = tyro.cli(ReferenceArgs, args=argv, description=__doc__, prog="contenv reference")
     try:
         run_dirs = reference_runs(args)
     except (ValueError, NotImplementedError, CheckpointError) as err:

@@ -1,6 +1,6 @@
 """The Continual World table (performance, forgetting, forward transfer) of run directories.
 
-    python scripts/report.py runs/cw20 --reference runs/reference --plots plots/cw20 --compare-published cw20
+    contenv report runs/cw20 --reference runs/reference --plots plots/cw20 --compare-published cw20
 
 Every run directory (a directory with config.json) at or under the given paths is read;
 runs are grouped by protocol (one table each: the task list actually trained, budget,
@@ -98,7 +98,7 @@ def load_reference(paths: tuple[Path, ...]) -> tuple[ReferenceSet | None, list[R
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = tyro.cli(Args, args=argv, description=__doc__)
+    args = tyro.cli(Args, args=argv, description=__doc__, prog="contenv report")
     problem = check_args(args)
     if problem is None:
         try:

@@ -1,6 +1,6 @@
 """Sweep scenario x method x seed (or all ordered task pairs) as resumable training runs.
 
-Every trial is one run directory made by ``scripts/train.py``, so a sweep is resumable by
+Every trial is one run directory made by ``contenv train``, so a sweep is resumable by
 construction: finished runs are skipped, started ones continue with ``--resume`` from
 their last checkpoint, and a failed trial is retried the same way. Two backends:
 
@@ -10,12 +10,12 @@ their last checkpoint, and a failed trial is retried the same way. Two backends:
 
 Examples::
 
-    python scripts/sweep.py --scenarios contenv/CW10-v0 --methods finetune ewc --seeds 0-4 --out runs/cw10
-    python scripts/sweep.py --pairs reach-v3 push-v3 window-close-v3 --methods finetune --seeds 0-2 \\
+    contenv sweep --scenarios contenv/CW10-v0 --methods finetune ewc --seeds 0-4 --out runs/cw10
+    contenv sweep --pairs reach-v3 push-v3 window-close-v3 --methods finetune --seeds 0-2 \\
         --out runs/pairs -- --steps-per-task 100000
-    python scripts/sweep.py ... --backend ray --address auto
+    contenv sweep ... --backend ray --address auto
 
-Arguments after ``--`` go to every ``scripts/train.py`` call unchanged.
+Arguments after ``--`` go to every ``contenv train`` call unchanged.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-TRAIN_SCRIPT = Path(__file__).resolve().parent / "train.py"
+# Trials run `python -m contenv_cli train`, with this package's root on PYTHONPATH so a
+# checkout works as well as an installed wheel.
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 PAIR_SCENARIO = "contenv/Sequence-v0"
 
 
@@ -45,9 +47,9 @@ class SweepArgs:
     pairs: list[str] = field(default_factory=list)
     """Task names: sweep every ordered pair (A, B), A -> A included, as a two-task sequence (transfer matrix)."""
     methods: list[str] = field(default_factory=lambda: ["finetune"])
-    """Protection methods (``--protection`` of train.py)."""
+    """Protection methods (``--protection`` of ``contenv train``)."""
     seeds: str = "0-2"
-    """Seeds: ``0-4``, ``0,3,7`` or a mix ``0-2,9``."""
+    """Seeds: ``0-4``, ``0,3,7`` or a mix ``0-2,9`` (the syntax of every command's --seeds)."""
     backend: Literal["local", "ray"] = "local"
     """Where trials run."""
     address: str | None = None
@@ -68,26 +70,15 @@ class Trial:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``"0-2,7"`` -> ``[0, 1, 2, 7]``.
+    """``"0-2,7"`` -> ``[0, 1, 2, 7]`` (:func:`agents.batched.parse_seeds`, shared by every command).
 
     Example:
         >>> parse_seeds("0-2,7")
         [0, 1, 2, 7]
     """
-    seeds: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            if "-" in part:
-                low, high = (int(x) for x in part.split("-", 1))
-                if high < low:
-                    raise ValueError
-                seeds.extend(range(low, high + 1))
-            else:
-                seeds.append(int(part))
-        except ValueError:
-            raise ValueError(f"bad seed list {text!r}: use ranges and commas, e.g. '0-4' or '0,3,7'") from None
-    return sorted(set(seeds))
+    from agents.batched import parse_seeds as parse
+
+    return parse(text)
 
 
 def slug(text: str) -> str:
@@ -135,11 +126,13 @@ def run_trial(trial: Trial, retries: int, log_dir: Path) -> tuple[str, str]:
         state = trial_state(trial.run_dir)
         if state == "done":
             return trial.name, "done" if attempt else "skipped (already done)"
-        argv = [sys.executable, str(TRAIN_SCRIPT), *trial.argv] + (["--resume"] if state == "started" else [])
+        argv = [sys.executable, "-m", "contenv_cli", "train", *trial.argv] + (["--resume"] if state == "started" else [])
+        path = os.pathsep.join([str(PACKAGE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
         with open(log_path, "a") as log:
             log.write(f"\n=== attempt {attempt + 1}: {' '.join(argv)}\n")
             log.flush()
-            code = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+            code = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}).returncode
         if code == 0 and trial_state(trial.run_dir) == "done":
             return trial.name, "done" + (f" (after {attempt} retries)" if attempt else "")
     return trial.name, f"FAILED after {retries + 1} attempts (log: {log_path})"
@@ -173,8 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     if "--" in argv:
         split = argv.index("--")
         argv, train_args = argv[:split], argv[split + 1 :]
-    args = tyro.cli(SweepArgs, args=argv, description=__doc__.splitlines()[0])
-    trials = expand(args, train_args)
+    args = tyro.cli(SweepArgs, args=argv, description=__doc__.splitlines()[0], prog="contenv sweep")
+    try:
+        trials = expand(args, train_args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"{len(trials)} trials under {args.out} ({args.backend} backend)")
     if args.dry_run:
         for t in trials:

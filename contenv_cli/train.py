@@ -1,16 +1,16 @@
 """Train a SAC agent (Continual World's MLP, or a GRU/LSTM) on a continual scenario.
 
 Writes a run directory (config.json, progress.csv, TensorBoard events, checkpoints)
-that ``scripts/report.py`` reads. The arguments are the dataclass
+that ``contenv report`` reads. The arguments are the dataclass
 :class:`agents.run.TrainArgs` (one docstring per field; ``--help`` lists them).
 
 Examples:
-    python scripts/train.py --scenario contenv/CW10-v0 --agent mlp --seed 0 --run-dir runs/cw10/mlp/seed0
-    python scripts/train.py --scenario contenv/Sequence-v0 --tasks reach-v3 push-v3 --steps-per-task 50000 \\
+    contenv train --scenario contenv/CW10-v0 --agent mlp --seed 0 --run-dir runs/cw10/mlp/seed0
+    contenv train --scenario contenv/Sequence-v0 --tasks reach-v3 push-v3 --steps-per-task 50000 \\
         --agent gru --eval-every 5000 --run-dir runs/pair/gru
-    python scripts/train.py --scenario contenv/CW10-v0 --agent mlp --seed 0 --run-dir runs/cw10/mlp/seed0 --resume
+    contenv train --scenario contenv/CW10-v0 --agent mlp --seed 0 --run-dir runs/cw10/mlp/seed0 --resume
         # continues a killed run: the same arguments plus --resume (a different config is refused)
-    python scripts/train.py --scenario contenv/CW10-v0 --agent mlp --seeds 0-9 --run-dir runs/cw10/mlp
+    contenv train --scenario contenv/CW10-v0 --agent mlp --seeds 0-9 --run-dir runs/cw10/mlp
         # ten seeds trained together in one process (agents/batched.py), each in runs/cw10/mlp/seed<k>
 """
 
@@ -25,7 +25,7 @@ from agents.run import TrainArgs, train
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = tyro.cli(TrainArgs, args=argv, description=__doc__)
+    args = tyro.cli(TrainArgs, args=argv, description=__doc__, prog="contenv train")
     try:
         run_dir = train(args)
     except (ValueError, NotImplementedError, CheckpointError, FileExistsError) as err:

@@ -3,11 +3,11 @@
 As Continual World did: for each pair, train A then B (``contenv/Sequence-v0``), and
 compare B's success curve while it is trained with B's single-task reference run:
 FT(A -> B) = (AUC_B - AUC_B^ref) / (1 - AUC_B^ref), seeds averaged before normalising.
-The runs go through ``scripts/sweep.py`` (resumable; local pool or Ray), then the matrix
+The runs go through ````contenv sweep```` (resumable; local pool or Ray), then the matrix
 is written in the CSV layout the evaluators and the distractor generator read (rows =
 source trained first, columns = target) and its reference transfer RT is printed.
 
-    python scripts/transfer_matrix.py --tasks reach-v3 push-v3 window-close-v3 --seeds 0-2 \\
+    contenv transfer-matrix --tasks reach-v3 push-v3 window-close-v3 --seeds 0-2 \\
         --out runs/tm --csv tm.csv -- --steps-per-task 100000 --agent mlp
 """
 
@@ -18,9 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import sweep  # noqa: E402  (the sibling script)
+from contenv_cli import sweep
 
 
 @dataclass
@@ -36,7 +34,7 @@ class MatrixArgs:
     method: str = "finetune"
     """Protection method of every run (CW: plain fine-tuning)."""
     seeds: str = "0-2"
-    """Seeds of every pair and reference run."""
+    """Seeds of every pair and reference run: 0-4, 0,3,7 or 0-2,9."""
     backend: Literal["local", "ray"] = "local"
     address: str | None = None
     """Ray cluster address (ray backend)."""
@@ -107,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if "--" in argv:
         split = argv.index("--")
         argv, train_args = argv[:split], argv[split + 1 :]
-    args = tyro.cli(MatrixArgs, args=argv, description=__doc__.splitlines()[0])
+    args = tyro.cli(MatrixArgs, args=argv, description=__doc__.splitlines()[0], prog="contenv transfer-matrix")
     if len(args.tasks) < 2:
         raise SystemExit("error: --tasks needs at least two task names")
     if args.csv.exists():

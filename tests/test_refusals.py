@@ -57,7 +57,7 @@ def test_a_refused_resume_leaves_the_run_directory_byte_identical(finished_run, 
 
 
 def test_the_cli_reports_bad_protection_kwargs_without_a_traceback(tmp_path, capsys):
-    from contenv.cli.train import main
+    from contenv_cli.train import main
 
     code = main(["--scenario", "contenv/Sequence-v0", "--tasks", "copy(p=1)", "--protection", "ewc",
                  "--protection-kwargs", '{"no_such_key": 1}', "--run-dir", str(tmp_path / "x")])
