@@ -26,7 +26,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: $(VENV)/.installed
-	$(PY) scripts/demo.py
+	$(PY) -m contenv demo
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q

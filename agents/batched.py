@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from agents.finite import check_update
 from agents.networks import Actor, TwinCritic, squashed_sample
 from agents.protection import HOOKS
 from agents.replay import Batch
@@ -384,6 +385,10 @@ class BatchedSAC:
             actor = [v for k, v in self.params.items() if k.startswith("actor.")]
             clip_per_seed(actor, self.config.clip_grad_norm)
             clip_per_seed(self._critic, self.config.clip_grad_norm)
+        lead = self.agents[0]
+        check_update(torch.cat([losses.detach()[:, None], metrics.detach()], 1), ["loss", *SAC.METRICS],
+                     self.params.items(), f"update {lead.num_updates + 1} at env step {lead.num_timesteps} "
+                     f"(task {lead.current_task}, seeds {[a.seed for a in self.agents]})")
         self.optimizer.step()
         with torch.no_grad():
             torch._foreach_lerp_(self._target, self._critic, 1.0 - self.config.polyak)

@@ -43,6 +43,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from agents.finite import check_finite_state
 from contenv.atomic import atomic_file
 
 MAGIC = b"CONTENV-CHECKPOINT v1"
@@ -110,6 +111,7 @@ def _header(digest: str, size: int) -> bytes:
 
 def write_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically (the old file stays until the new one is whole)."""
+    check_finite_state(state, f"checkpoint {path}")  # the last good checkpoint stays in place
     with atomic_file(path, "w+b") as f:
         f.write(_header("0" * 64, 0))
         writer = _HashingWriter(f)

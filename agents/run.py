@@ -37,16 +37,17 @@ import json
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import gymnasium as gym
 import numpy as np
 import torch
+import tyro
 
 import contenv
 from agents.checkpoint import load_checkpoint, save_checkpoint
 from agents.networks import TRUNKS
-from agents.protection import make_protection
+from agents.protection import PROTECTIONS, make_protection
 from agents.sac import SAC, Callback, SACConfig
 from contenv.continual import ContinualEnv
 from contenv.rundir import CONFIG_FILE, RunWriter, write_config
@@ -56,6 +57,11 @@ CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FILE = "checkpoint.pt"
 _SAC = SACConfig()
 # Arguments that may change between a run and its resumption without changing its numbers.
+_SCENARIO_HELP = ("Registered scenario id, one of: " + ", ".join(contenv.registered_ids())
+                  + ". contenv/Sequence-v0 takes any --tasks.")
+_AGENT_HELP = f"Agent trunk, one of: {', '.join(TRUNKS)} (mlp is Continual World's)."
+_PROTECTION_HELP = (f"Protection method against forgetting, one of: {', '.join(PROTECTIONS)}; or two joined by '+' "
+                    "(e.g. replay+ewc). finetune: none.")
 RUNTIME_KEYS = ("resume", "device", "eval_workers", "torch_threads", "progress_bar", "stop_at_step", "run_dir")
 
 
@@ -63,8 +69,8 @@ RUNTIME_KEYS = ("resume", "device", "eval_workers", "torch_threads", "progress_b
 class TrainArgs:
     """Train a SAC agent (MLP, GRU or LSTM) on a continual scenario; write a run directory."""
 
-    scenario: str = "contenv/CW10-v0"
-    """Registered scenario id, e.g. contenv/CW10-v0, contenv/CW20-v0, contenv/Sequence-v0."""
+    scenario: Annotated[str, tyro.conf.arg(help=_SCENARIO_HELP)] = "contenv/CW10-v0"
+    """Registered scenario id (see --help for the list)."""
     tasks: Optional[tuple[str, ...]] = None
     """Task list for contenv/Sequence-v0 (or any scenario that takes tasks=), e.g. reach-v3 'repeat-first(d=5)'."""
     steps_per_task: Optional[int] = None
@@ -77,9 +83,9 @@ class TrainArgs:
     """Meta-World reward function 'v2' or 'v1' (default: the scenario's)."""
     scenario_kwargs: str = "{}"
     """Further scenario kwargs as a JSON object, e.g. '{"rank": 1}' for contenv/Distractor-v0."""
-    agent: str = "mlp"
+    agent: Annotated[str, tyro.conf.arg(help=_AGENT_HELP)] = "mlp"
     """Agent trunk: mlp (Continual World's), gru, lstm or mingru (parallel scan over time)."""
-    protection: str = "finetune"
+    protection: Annotated[str, tyro.conf.arg(help=_PROTECTION_HELP)] = "finetune"
     """Protection method against forgetting (finetune: none)."""
     protection_kwargs: str = "{}"
     """Arguments of the protection method as a JSON object."""
@@ -175,9 +181,19 @@ def check_args(args: TrainArgs) -> None:
     """Clear errors for names and numbers that cannot work."""
     if args.agent not in TRUNKS:
         raise unknown_name_error("agent", args.agent, TRUNKS)
-    make_protection(args.protection, **_json_object("protection_kwargs", args.protection_kwargs))
+    kwargs = _json_object("protection_kwargs", args.protection_kwargs)
+    try:
+        make_protection(args.protection, **kwargs)
+    except TypeError as err:  # an unknown or missing keyword
+        raise RunError(f"--protection-kwargs {args.protection_kwargs}: {err}") from None
+    _json_object("scenario_kwargs", args.scenario_kwargs)
+    if isinstance(args.seed, bool) or not isinstance(args.seed, int) or args.seed < 0:
+        raise RunError(f"--seed must be a non-negative integer, got {args.seed!r}")
     for name in ("eval_every", "checkpoint_every", "torch_threads"):
         if getattr(args, name) <= 0:
+            raise RunError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("steps_per_task", "horizon", "stop_at_step"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise RunError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.eval_episodes < 0 or args.eval_deterministic_episodes < 0 or args.eval_episodes + args.eval_deterministic_episodes == 0:
         raise RunError("need --eval-episodes >= 0, --eval-deterministic-episodes >= 0 and at least one episode in all")
@@ -366,11 +382,13 @@ def train(args: TrainArgs) -> Path:
     device = resolve_device(args.device)
     env = make_scenario(args)
     config = run_config(args, env)
-    run_dir = prepare_run_dir(args, config)
     torch.set_num_threads(args.torch_threads)
-
     protection = make_protection(args.protection, **config["protection_kwargs"])
-    agent = SAC(env, args.sac_config(), protection=protection, seed=args.seed, device=device)
+    try:  # built before the run directory: a refusal here leaves nothing behind
+        agent = SAC(env, args.sac_config(), protection=protection, seed=args.seed, device=device)
+    except ValueError as err:
+        raise RunError(str(err)) from None
+    run_dir = prepare_run_dir(args, config)
     checkpoint_path = run_dir / CHECKPOINT_DIR / CHECKPOINT_FILE
     start, last_checkpoint = 0, 0
     if args.resume and checkpoint_path.exists():

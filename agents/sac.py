@@ -47,6 +47,7 @@ import torch
 from torch import Tensor
 
 from contenv.atomic import atomic_file
+from agents.finite import check_finite_state, check_observations, check_transition, check_update, end_replay_episode
 from agents.networks import CW_HIDDEN_SIZES, TRUNKS, Actor, NetworkConfig, TwinCritic, shared_input_features, squashed_sample
 from agents.protection import HOOKS, Protection, defines, make_protection
 from agents.replay import Batch, SequenceReplay, TransitionReplay, check_window
@@ -160,6 +161,16 @@ class SACConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.polyak <= 1.0 or not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma and polyak must lie in [0, 1], got {self.gamma}, {self.polyak}")
+        if any(h <= 0 for h in self.hidden_sizes) or self.rnn_size <= 0:
+            raise ValueError(f"hidden_sizes (and rnn_size) must be positive widths, got {self.hidden_sizes} "
+                             f"(rnn_size {self.rnn_size})")
+        for name in ("lr", "adam_eps"):
+            if not np.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)}")
+        if self.clip_grad_norm is not None and not (np.isfinite(self.clip_grad_norm) and self.clip_grad_norm > 0):
+            raise ValueError(f"clip_grad_norm must be positive (or None: off), got {self.clip_grad_norm}")
+        if not np.isfinite(self.init_log_alpha):
+            raise ValueError(f"init_log_alpha must be a finite number, got {self.init_log_alpha}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "SACConfig":
@@ -256,7 +267,9 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` through a temporary file, fsync and ``os.replace``: never half written."""
+    """``torch.save`` through a temporary file, fsync and ``os.replace``: never half written,
+    and never with a NaN or inf (:func:`agents.finite.check_finite_state` refuses first)."""
+    check_finite_state(obj, str(path))
     with atomic_file(path, "wb") as f:
         torch.save(obj, f)
 
@@ -278,7 +291,7 @@ class SAC:
     """
 
     METRICS = ("q", "critic_loss", "actor_loss", "alpha_loss", "entropy", "protection_loss")
-    EPISODE_STATS = ("return", "success", "episode_length", "episodes")
+    EPISODE_STATS = ("return", "success", "episode_length", "episodes", "nonfinite_episodes")
 
     def __init__(
         self,
@@ -343,6 +356,7 @@ class SAC:
         self._obs: np.ndarray | None = None  # None: between episodes
         self._episode_return = 0.0
         self._episode_log: list[tuple[float, float, int]] = []  # (return, success, length)
+        self._nonfinite_episodes = 0  # episodes a simulator blow-up ended (agents.finite)
         self._metric_sums: Tensor | None = None
         self._metric_count = 0
         self._hooks = {hook: defines(self.protection, hook) for hook in HOOKS}
@@ -358,6 +372,13 @@ class SAC:
     def trainable_parameters(self) -> list[Tensor]:
         extra = self.protection.trainable_parameters(self) if self._hooks["trainable_parameters"] else []
         return [*self.actor.parameters(), *self.critic.parameters(), self.log_alpha, *extra]
+
+    def named_trainables(self) -> list[tuple[str, Tensor]]:
+        """:meth:`trainable_parameters` with names (for error messages)."""
+        named = [*(("actor." + n, p) for n, p in self.actor.named_parameters()),
+                 *(("critic." + n, p) for n, p in self.critic.named_parameters()), ("log_alpha", self.log_alpha)]
+        extra = self.trainable_parameters()[len(named):]
+        return named + [(f"{type(self.protection).__name__}.parameter{i}", p) for i, p in enumerate(extra)]
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         params = self.trainable_parameters()
@@ -403,7 +424,9 @@ class SAC:
         Returns:
             actions ``[B, action_dim]`` in [-1, 1] and the new state (None for the MLP).
         """
-        obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
+        obs = np.asarray(obs, dtype=np.float32)
+        check_observations(obs, self.spec.obs_dim)
+        obs_t = torch.as_tensor(obs, device=self.device)
         batch = obs_t.shape[0]
         task = torch.as_tensor(np.asarray(positions), dtype=torch.long, device=self.device)
         if int(task.min()) < 0 or int(task.max()) >= self.num_tasks:
@@ -530,11 +553,17 @@ class SAC:
         next_obs, reward, terminated, truncated, info = self.env.step(action)
         self.num_timesteps += 1
         self.task_steps += 1
-        self.replay.add(obs, action, reward, next_obs, terminated, truncated, self.current_task)
-        self._episode_return += reward
-        episode_over = bool(terminated or truncated)
+        stored = check_transition(next_obs, reward, info, self.num_timesteps, self.current_task)
+        if stored:
+            self.replay.add(obs, action, reward, next_obs, terminated, truncated, self.current_task)
+        else:  # a simulator blow-up: the step is dropped and its episode ends (agents/finite.py)
+            end_replay_episode(self.replay)
+            self._nonfinite_episodes += 1
+        self._episode_return += reward if stored else 0.0
+        episode_over = bool(terminated or truncated) or not stored
         if episode_over:
-            self._episode_log.append((self._episode_return, float(info.get("success", False)), self._episode_length + 1))
+            if stored:
+                self._episode_log.append((self._episode_return, float(info.get("success", False)), self._episode_length + 1))
             self._obs = None
         else:
             self._obs = next_obs
@@ -686,10 +715,12 @@ class SAC:
         if self.config.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.actor.parameters(), self.config.clip_grad_norm)
             torch.nn.utils.clip_grad_norm_(self._critic_params, self.config.clip_grad_norm)
+        values = torch.stack(list(metrics.values()))
+        check_update(torch.cat([loss.detach().view(1), values]), ["loss", *metrics], self.named_trainables(),
+                     f"update {self.num_updates + 1} at env step {self.num_timesteps} (task {self.current_task})")
         self.optimizer.step()
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, 1.0 - self.config.polyak)
-        values = torch.stack(list(metrics.values()))
         self._metric_sums = values if self._metric_sums is None else self._metric_sums + values
         self._metric_names = list(metrics)
         self.num_updates += 1
@@ -706,9 +737,11 @@ class SAC:
             returns, successes, lengths = zip(*self._episode_log)
             out.update({"train/return": float(np.mean(returns)), "train/success": float(np.mean(successes)),
                         "train/episode_length": float(np.mean(lengths)), "train/episodes": float(len(returns))})
+        out["train/nonfinite_episodes"] = float(self._nonfinite_episodes)
         for task, alpha in enumerate(self.log_alpha.detach().exp().tolist()):
             out[f"train/alpha/{task}"] = alpha
         self._metric_sums, self._metric_count, self._episode_log = None, 0, []
+        self._nonfinite_episodes = 0
         return out
 
     # ------------------------------------------------------------------ saving
@@ -771,7 +804,8 @@ class SAC:
             "counters": {"task_steps": self.task_steps, "num_updates": self.num_updates,
                          "first_reset": self._first_reset, "task_ended": self.task_ended},
             "logs": {"episodes": list(self._episode_log), "metric_sums": self._metric_sums,
-                     "metric_count": self._metric_count, "metric_names": getattr(self, "_metric_names", [])},
+                     "metric_count": self._metric_count, "metric_names": getattr(self, "_metric_names", []),
+                     "nonfinite_episodes": self._nonfinite_episodes},
         }
 
     def load_training_state(self, state: dict[str, Any]) -> None:
@@ -793,6 +827,7 @@ class SAC:
         self._metric_sums = None if sums is None else sums.to(self.device)
         self._metric_count = int(logs["metric_count"])
         self._metric_names = list(logs["metric_names"])
+        self._nonfinite_episodes = int(logs.get("nonfinite_episodes", 0))
         self._obs = None
 
 

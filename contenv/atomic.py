@@ -2,7 +2,9 @@
 
 Runs last for days and get killed; every file they rewrite (progress rows, configs,
 checkpoints) goes through a temporary file in the same directory, fsync, ``os.replace``
-and an fsync of the directory, which makes the rename itself durable.
+and an fsync of the directory, which makes the rename itself durable. The files get the
+mode a plain ``open`` would give them (0666 minus the umask, e.g. 0644), so a group on a
+shared cluster filesystem can read the runs.
 
 Example:
     >>> import tempfile, pathlib
@@ -20,6 +22,16 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
+
+
+def _file_mode() -> int:
+    """What ``open(path, "w")`` would give a new file: 0666 minus the umask (0644 for the usual 022)."""
+    mask = os.umask(0)  # read the umask (once, at import: umask is per process, not per thread)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
 
 
 def fsync_dir(directory: str | Path) -> None:
@@ -43,6 +55,8 @@ def atomic_file(path: str | Path, mode: str = "wb", **open_kwargs: Any) -> Itera
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):  # POSIX; mkstemp makes 0600; run files are for the whole group to read
+            os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, mode, **open_kwargs) as f:
             yield f
             f.flush()

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import gymnasium as gym
 import numpy as np
 
+from contenv.finite import NONFINITE_INFO_KEY, check_action, check_step_values
 from contenv.layout import ObservationLayout, check_task_id
 from contenv.tasks.registry import canonical_spec, make_task
 from contenv.tasks.metaworld import REWARD_VERSIONS
@@ -153,7 +154,12 @@ class ContinualEnv(gym.Env):
         if self._needs_reset:
             raise RuntimeError("the episode has ended (or never started): call reset() before step()")
         position = self._episode_position
-        obs, reward, terminated, truncated, info = self._envs[self.task_names[position]].step(action)
+        spec = self.task_names[position]
+        action = check_action(action, self.action_space.shape, f"task {spec!r} (position {position})")
+        obs, reward, terminated, truncated, info = self._envs[spec].step(action)
+        if not info.get(NONFINITE_INFO_KEY):  # else a Meta-World blow-up, which ended its episode (contenv.finite)
+            check_step_values(obs, reward, f"task {spec!r} (position {position})",
+                              self.global_step + 1)
         self.global_step += 1
         info = self._info(position, dict(info), success=bool(info.get("success", False)))
         if self.global_step % self.steps_per_task == 0:

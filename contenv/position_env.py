@@ -21,6 +21,7 @@ from typing import Any
 import gymnasium as gym
 
 from contenv.continual import ContinualEnv
+from contenv.finite import NONFINITE_INFO_KEY, check_step_values
 from contenv.layout import ObservationLayout
 from contenv.tasks.registry import make_task
 
@@ -49,6 +50,7 @@ class PositionEnv(gym.Env):
         self._env = make_task(spec.task_name, horizon=spec.horizon, reward_version=spec.reward_version)
         self.observation_space = spec.layout.space()
         self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), dtype=self._env.action_space.dtype)
+        self._steps = 0
 
     @property
     def task_env(self) -> gym.Env:
@@ -57,10 +59,14 @@ class PositionEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         obs, info = self._env.reset(seed=seed)
+        self._steps = 0
         return self._observe(obs), self._info(dict(info))
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self._env.step(action)
+        if not info.get(NONFINITE_INFO_KEY):  # else a Meta-World blow-up, which ended its episode (contenv.finite)
+            check_step_values(obs, reward, f"test env of task {self.spec_of_position.task_name!r}", self._steps + 1)
+        self._steps += 1
         return self._observe(obs), float(reward), bool(terminated), bool(truncated), self._info(dict(info))
 
     def close(self) -> None:

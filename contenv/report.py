@@ -1,7 +1,10 @@
 """Continual World tables and plots from run directories.
 
-Runs are grouped by scenario (one table each) and, within a scenario, by method (one
-row each, seeds pooled). Every cell is a point estimate with its 90 % bootstrap CI over
+Runs are grouped by protocol (one table each: task list, budget, horizon...) and, within
+it, by method and every setting that may change results (one row each, seeds pooled;
+see :func:`contenv.rundir.group_by_method`). A group with a seed twice is refused.
+Published rows are shown only beside runs of the published protocol (its task list),
+with a note when the budgets differ. Every cell is a point estimate with its 90 % bootstrap CI over
 seeds, ``"0.80 [0.79, 0.82]"``, computed by :mod:`contenv.metrics`. Forward transfer
 needs reference AUCs of single-task runs (:func:`reference_from_runs` or
 :func:`read_reference_csv`); without them the column reads ``n/a``.
@@ -38,7 +41,15 @@ from torch import Tensor
 
 from contenv import metrics
 from contenv.metrics import Estimate
-from contenv.rundir import PROGRESS_FILE, Run, RunLoadError, group_by_method, group_by_scenario
+from contenv.rundir import (
+    PROGRESS_FILE,
+    Run,
+    RunLoadError,
+    duplicate_seeds,
+    group_by_method,
+    group_by_scenario,
+    task_list_label,
+)
 
 Format = Literal["md", "latex", "csv"]
 METRICS = ("performance", "forgetting", "forward_transfer")
@@ -164,7 +175,17 @@ def build_reports(
             if note:
                 report.notes.append(f"{scenario}: {note}")
         for method, method_runs in sorted(group_by_method(scenario_runs).items()):
+            duplicates = duplicate_seeds(f"{scenario} / {method}", method_runs)
+            if duplicates:
+                errors += duplicates
+                continue
             method_runs = _common_grid(method_runs, method, errors)
+            available = eval_points_per_window(method_runs[0].steps, report.steps_per_task, len(report.tasks))
+            if 0 < available < final_points:  # (no point at all: cw_metrics names the window below)
+                errors += [RunLoadError(r.path / PROGRESS_FILE, f"final_points={final_points} needs that many eval "
+                                        f"points in every task window; these runs have {available}; left out")
+                           for r in method_runs]
+                continue
             success = torch.stack([r.stochastic for r in method_runs]).to(device)
             ref = None if ref_auc is None else ref_auc.to(device)
             try:
@@ -178,6 +199,16 @@ def build_reports(
             report.methods.append(result)
         reports.append(report)
     return reports, errors
+
+
+def eval_points_per_window(steps: Tensor, steps_per_task: int, num_tasks: int) -> int:
+    """The fewest eval points any task's training window holds (what ``final_points`` may use).
+
+    Example:
+        >>> eval_points_per_window(torch.tensor([0, 10, 20, 30, 40]), 20, 2)
+        2
+    """
+    return int(metrics.task_window_mask(steps, steps_per_task, num_tasks).sum(0).min())
 
 
 # --------------------------------------------------------------------------- references
@@ -347,14 +378,59 @@ def _cells(table: pd.DataFrame) -> list[list[str]]:
     return rows
 
 
+PUBLISHED_SCENARIOS = {"cw20": "contenv/CW20-v0", "cw10": "contenv/CW10-v0"}
+
+
+def published_protocol(name: str) -> tuple[list[str], int]:
+    """The task list and steps per task of a published table's protocol.
+
+    Example:
+        >>> tasks, steps = published_protocol("cw10")
+        >>> len(tasks), tasks[0], steps
+        (10, 'hammer-v3', 1000000)
+    """
+    from scenarios import load_scenarios
+
+    kwargs = load_scenarios()[PUBLISHED_SCENARIOS[name]].kwargs
+    return list(kwargs["tasks"]), int(kwargs["steps_per_task"])
+
+
+def follows_published(report: ScenarioReport, name: str) -> bool:
+    """Whether a scenario's runs trained the published protocol's task list (any budget)."""
+    return list(report.tasks) == published_protocol(name)[0]
+
+
+def published_notes(reports: Sequence[ScenarioReport], compare_published: str | None) -> list[str]:
+    """What a reader must know about the published rows: shown beside which runs, and budgets.
+
+    Example:
+        >>> published_notes([ScenarioReport("toy", ["a"], 10, [])], "cw10")[0]
+        'no run trains the CW10 task list (contenv/CW10-v0); the published rows are shown on their own'
+    """
+    if not compare_published:
+        return []
+    tasks, steps = published_protocol(compare_published)
+    matching = [r for r in reports if follows_published(r, compare_published)]
+    label = compare_published.upper()
+    if not matching:
+        return [f"no run trains the {label} task list ({PUBLISHED_SCENARIOS[compare_published]}); "
+                "the published rows are shown on their own"]
+    return [f"{r.scenario}: trained {r.steps_per_task:,} steps/task, the published {label} rows {steps:,}: "
+            "budgets differ, the numbers are not directly comparable"
+            for r in matching if r.steps_per_task != steps]
+
+
 def _sections(reports: Sequence[ScenarioReport], compare_published) -> list[tuple[str, pd.DataFrame]]:
     table = table_rows(reports, compare_published)
     published = table[table["source"] != "runs"]
     sections = []
+    shown = False
     for report in reports:
         own = table[(table["source"] == "runs") & (table["scenario"] == report.scenario)]
-        sections.append((report.scenario, pd.concat([own, published])))
-    if not reports and len(published):
+        if len(published) and follows_published(report, compare_published):
+            own, shown = pd.concat([own, published]), True
+        sections.append((report.scenario, own))
+    if len(published) and not shown:
         sections.append((str(published["scenario"].iloc[0]), published))
     return sections
 
@@ -499,6 +575,7 @@ def _step_scale(total_steps: int) -> tuple[float, str]:
     return 1.0, "env steps"
 
 
+BAND_NOTE = "line: mean over seeds, band: 90 % bootstrap CI of that mean"
 PLOT_RESAMPLES = 1000  # bands only need to look right; the table uses the full 4000
 
 
@@ -544,7 +621,7 @@ def plot_task_curves(report: ScenarioReport, path: str | Path) -> Path:
             mean, lo, hi = mean[:, i], lo[:, i], hi[:, i]
             color = COLORS[m % len(COLORS)]
             ax.fill_between(x, lo, hi, color=color, alpha=0.25, lw=0)
-            ax.plot(x, mean, color=color, lw=1.2, label=result.method if i == 0 else None)
+            ax.plot(x, mean, color=color, lw=1.2, label=f"{result.method} ({result.seeds} seeds)" if i == 0 else None)
         ax.set_title(f"{i}: {task}", fontsize=9)
         ax.set_ylim(-0.03, 1.03)
         ax.tick_params(labelsize=8)
@@ -552,7 +629,7 @@ def plot_task_curves(report: ScenarioReport, path: str | Path) -> Path:
         axes[j // cols][j % cols].set_visible(False)
     fig.supxlabel(xlabel, fontsize=9)
     fig.supylabel("success rate", fontsize=9)
-    fig.suptitle(f"{report.scenario}: success per task (shaded: the task's training window)", fontsize=10)
+    fig.suptitle(f"{report.scenario}: success per task (grey: the task's training window)\n{BAND_NOTE}", fontsize=10)
     if report.methods:
         fig.legend(loc="outside right upper", fontsize=8, frameon=False, title="method", title_fontsize=8)
     fig.savefig(path, dpi=110)
@@ -572,8 +649,9 @@ def plot_average_performance(report: ScenarioReport, path: str | Path) -> Path:
         x = result.steps.cpu().numpy()[keep.astype(int)] / scale
         color = COLORS[m % len(COLORS)]
         ax.fill_between(x, lo, hi, color=color, alpha=0.25, lw=0)
-        ax.plot(x, mean, color=color, lw=1.4, label=result.method)
-    ax.set(xlabel=xlabel, ylabel="average success", ylim=(-0.03, 1.03), title=f"{report.scenario}: average performance")
+        ax.plot(x, mean, color=color, lw=1.4, label=f"{result.method} ({result.seeds} seeds)")
+    ax.set(xlabel=xlabel, ylabel="average success", ylim=(-0.03, 1.03),
+           title=f"{report.scenario}: average performance\n{BAND_NOTE}")
     if report.methods:
         ax.legend(fontsize=8, frameon=False)
     fig.savefig(path, dpi=110)
@@ -596,7 +674,8 @@ def plot_forgetting(report: ScenarioReport, path: str | Path) -> Path:
                color=COLORS[m % len(COLORS)], label=result.method, error_kw={"lw": 0.8})
     ax.axhline(0, color="0.3", lw=0.6)
     ax.set_xticks(x, [f"{i}: {t}" for i, t in enumerate(tasks)], rotation=45, ha="right", fontsize=8)
-    ax.set(ylabel="forgetting (end of task - final)", title=f"{report.scenario}: forgetting per task")
+    ax.set(ylabel="forgetting (end of task - final)",
+           title=f"{report.scenario}: forgetting per task\nbar: mean over seeds, whisker: 90 % bootstrap CI of that mean")
     if report.methods:
         ax.legend(fontsize=8, frameon=False)
     fig.savefig(path, dpi=110)
@@ -629,12 +708,20 @@ def plot_transfer_matrix(names: Sequence[str], matrix: Tensor, path: str | Path,
 
 
 def write_plots(
-    reports: Sequence[ScenarioReport], out_dir: str | Path, matrix: tuple[list[str], Tensor] | None = None
+    reports: Sequence[ScenarioReport], out_dir: str | Path, matrix: tuple[list[str], Tensor] | None = None,
+    matrix_source: str = "the shipped CW10 transfer matrix",
 ) -> list[Path]:
     """Every plot of every scenario into ``out_dir``; the transfer heatmap of the
-    scenario's distinct tasks when they are all in ``matrix``, else of the whole matrix.
-    Also writes ``<scenario>_per_task.csv``."""
+    scenario's distinct tasks when they are all in ``matrix`` (its title names
+    ``matrix_source``; no heatmap for a scenario the matrix does not cover). Also writes
+    ``<scenario>_per_task.csv``.
+
+    Raises:
+        ValueError: ``out_dir`` exists and is not a directory.
+    """
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"plots directory {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for report in reports:
@@ -650,10 +737,9 @@ def write_plots(
             try:
                 sub = metrics.sequence_transfer_matrix(matrix[1], matrix[0], distinct)
                 rt = float(metrics.reference_transfer(metrics.sequence_transfer_matrix(matrix[1], matrix[0], report.tasks)))
-                title = f"{report.scenario}: forward transfer FT(source → target), RT = {rt:.3f}"
+                title = (f"{report.scenario}: forward transfer FT(source → target), RT = {rt:.3f}\n"
+                         f"from {matrix_source}, not from these runs")
                 written.append(plot_transfer_matrix(distinct, sub, out / f"{slug}_transfer_matrix.png", title))
-            except KeyError:
+            except KeyError:  # the matrix does not cover these tasks: no heatmap rather than another one's
                 pass
-    if matrix is not None and not any(p.name.endswith("_transfer_matrix.png") for p in written):
-        written.append(plot_transfer_matrix(matrix[0], matrix[1], out / "transfer_matrix.png"))
     return written

@@ -64,6 +64,9 @@ __all__ = [
     "protection_name",
     "group_by_method",
     "group_by_scenario",
+    "method_settings",
+    "duplicate_seeds",
+    "scenario_label",
 ]
 
 
@@ -162,7 +165,7 @@ class RunWriter:
         self.last_step: float | None = None
         exists = self.path.exists() and self.path.stat().st_size > 0
         if exists and not resume:
-            raise FileExistsError(f"{self.path} already has rows; pass resume=True to append")
+            raise FileExistsError(f"{self.path} already has rows; RunWriter(run_dir, resume=True) appends to them")
         if exists:
             self._drop_torn_line()
             self._read_existing()
@@ -465,7 +468,8 @@ def find_run_dirs(paths: Iterable[str | Path]) -> tuple[list[Path], list[RunLoad
         before = len(found)
         for root, dirs, files in os.walk(path):
             if CONFIG_FILE in files or PROGRESS_FILE in files:
-                found.append(Path(root))
+                if Path(root).resolve() not in {p.resolve() for p in found}:  # overlapping paths list a run once
+                    found.append(Path(root))
                 dirs[:] = []
             else:
                 dirs.sort()
@@ -494,11 +498,58 @@ def load_runs(paths: Iterable[str | Path]) -> tuple[list[Run], list[RunLoadError
 
 # --------------------------------------------------------------------------- grouping
 
+# Config keys that never change a run's numbers: where and how fast it ran, what it was
+# called, and the seed (which is what a group pools over).
+RUNTIME_KEYS = frozenset({"run_dir", "device", "seed", "seeds", "eval_workers", "num_workers", "torch_threads",
+                          "progress_bar", "resume", "stop_at_step", "checkpoint_every", "wandb"})
+# Keys that define the protocol (which table a run belongs to) rather than the method.
+PROTOCOL_KEYS = frozenset({"scenario", "tasks", "steps_per_task", "horizon", "task_id", "reward_version",
+                           "scenario_kwargs", "total_steps"})
+# Keys that name the method (the row's name).
+NAME_KEYS = frozenset({"agent", "protection", "method"})
+
+
+def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = json.dumps(value, sort_keys=True, default=str)
+    return out
+
+
+def method_settings(config: Mapping[str, Any]) -> dict[str, str]:
+    """The settings of a run that may change its results, beyond its protocol and method
+    name: every config entry (nested ones dotted, values as JSON) except
+    :data:`RUNTIME_KEYS`, :data:`PROTOCOL_KEYS` and :data:`NAME_KEYS`.
+
+    Example:
+        >>> method_settings({"seed": 3, "device": "cuda", "tasks": ["a"], "protection": "ewc",
+        ...                  "lr": 0.001, "protection_kwargs": {"coef": 100}})
+        {'lr': '0.001', 'protection_kwargs.coef': '100'}
+    """
+    skip = RUNTIME_KEYS | PROTOCOL_KEYS | NAME_KEYS
+    return {k: v for k, v in _flat(config).items() if k.split(".")[0] not in skip}
+
+
+def _difference_label(settings: list[dict[str, str]]) -> list[str]:
+    """Per settings dict, ``"key=value, ..."`` over the keys whose values differ between them
+    (``sac.lr`` is left out when ``lr`` differs too: train.py records both)."""
+    keys = sorted({k for s in settings for k in s})
+    differing = [k for k in keys if len({s.get(k, "<missing>") for s in settings}) > 1]
+    shown = [k for k in differing if not (k.startswith("sac.") and k[4:] in differing)]
+    return [", ".join(f"{k}={s.get(k, '<missing>')}" for k in shown) for s in settings]
+
 
 def group_by_method(runs: Iterable[Run]) -> dict[str, list[Run]]:
-    """Runs grouped by method. The name is the protection; when the runs use more than
-    one agent it becomes ``<agent>/<protection>`` so that, say, an MLP and a GRU
-    fine-tuning never share a row (a missing agent reads ``?``).
+    """Runs grouped by method and every setting that may change results (seeds pooled).
+
+    The name is the protection; when the runs use more than one agent it becomes
+    ``<agent>/<protection>`` so that, say, an MLP and a GRU fine-tuning never share a
+    row (a missing agent reads ``?``). Runs of one name whose :func:`method_settings`
+    differ (another ``lr``, other ``protection_kwargs``...) are separate groups, labelled
+    with what differs: ``ewc (protection_kwargs.coef=100)``.
 
     Example:
         >>> def fake(**config):
@@ -507,34 +558,113 @@ def group_by_method(runs: Iterable[Run]) -> dict[str, list[Run]]:
         ['ewc', 'finetune']
         >>> sorted(group_by_method([fake(agent="sac", protection="ewc"), fake(agent="gru_sac")]))
         ['gru_sac/finetune', 'sac/ewc']
+        >>> sorted(group_by_method([fake(protection="ewc", lr=0.001, seed=0), fake(protection="ewc", lr=0.0003)]))
+        ['ewc (lr=0.0003)', 'ewc (lr=0.001)']
     """
     runs = list(runs)
     mixed_agents = len({run.agent for run in runs}) > 1
-    groups: dict[str, list[Run]] = {}
+    keyed: dict[str, dict[tuple, list[Run]]] = {}
     for run in runs:
         name = f"{run.agent or '?'}/{run.protection}" if mixed_agents else run.protection
-        groups.setdefault(name, []).append(run)
+        settings = tuple(sorted(method_settings(run.config).items()))
+        keyed.setdefault(name, {}).setdefault(settings, []).append(run)
+    groups: dict[str, list[Run]] = {}
+    for name, by_settings in keyed.items():
+        if len(by_settings) == 1:
+            groups[name] = next(iter(by_settings.values()))
+            continue
+        labels = _difference_label([dict(settings) for settings in by_settings])
+        for label, members in zip(labels, by_settings.values()):
+            groups[f"{name} ({label})"] = members
     return groups
 
 
-def group_by_scenario(runs: Iterable[Run]) -> dict[str, list[Run]]:
-    """Runs grouped by what they were trained on: scenario id, task list and steps per
-    task. The label is the scenario id, extended with the budget (and a counter) when
-    one id is used with different task lists or budgets.
+def duplicate_seeds(label: str, runs: Iterable[Run]) -> list[RunLoadError]:
+    """One error per run whose seed another run of the group also has (a group pools
+    independent seeds; the same seed twice would count one sample double).
 
     Example:
-        >>> def fake(spt, **config):
-        ...     return Run(Path("."), config, pd.DataFrame(), ["a"], spt, torch.zeros(0), torch.zeros(0, 1))
-        >>> sorted(group_by_scenario([fake(10, scenario="s"), fake(20, scenario="s"), fake(10)]))
+        >>> def fake(path, seed):
+        ...     return Run(Path(path), {"seed": seed}, pd.DataFrame(), ["a"], 1, torch.zeros(0), torch.zeros(0, 1))
+        >>> [str(e) for e in duplicate_seeds("ewc", [fake("r0", 0), fake("r1", 1), fake("copy", 0)])]
+        ['r0/config.json: seed 0 appears 2 times in group ewc (r0, copy); a group needs distinct seeds', 'copy/config.json: seed 0 appears 2 times in group ewc (r0, copy); a group needs distinct seeds']
+    """
+    runs = list(runs)
+    counts = Counter(json.dumps(run.seed) for run in runs if run.seed is not None)
+    errors = []
+    for run in runs:
+        key = json.dumps(run.seed)
+        if run.seed is not None and counts[key] > 1:
+            paths = ", ".join(str(r.path) for r in runs if json.dumps(r.seed) == key)
+            errors.append(RunLoadError(run.path / CONFIG_FILE, f"seed {run.seed} appears {counts[key]} times in group "
+                                       f"{label} ({paths}); a group needs distinct seeds"))
+    return errors
+
+
+def _registered_tasks(scenario: str) -> list[str] | None:
+    try:
+        from scenarios import load_scenarios
+    except ImportError:  # pragma: no cover - the scenarios package ships with contenv
+        return None
+    found = load_scenarios().get(scenario)
+    return None if found is None else list(found.kwargs.get("tasks") or []) or None
+
+
+def task_list_label(tasks: list[str], width: int = 3) -> str:
+    """A short name for a task list: ``"a, b, c"`` or ``"a, b, ... (20 tasks)"``."""
+    if len(tasks) <= width:
+        return ", ".join(tasks)
+    return ", ".join(tasks[: width - 1]) + f", ... ({len(tasks)} tasks)"
+
+
+def scenario_label(run: Run) -> str:
+    """What a run actually trained on: its scenario id when its task list is that
+    scenario's own (or the id is not a registered one), else the task list.
+
+    Example:
+        >>> def fake(tasks, **config):
+        ...     return Run(Path("."), config, pd.DataFrame(), tasks, 1, torch.zeros(0), torch.zeros(0, 1))
+        >>> scenario_label(fake(["reach-v3"], scenario="contenv/CW10-v0"))
+        'tasks reach-v3 (given to contenv/CW10-v0)'
+        >>> scenario_label(fake(["a"], scenario="toy")), scenario_label(fake(["a", "b"]))
+        ('toy', 'custom')
+    """
+    registered = _registered_tasks(run.scenario)
+    if registered is None or [t for t in registered] == list(run.tasks):
+        return run.scenario
+    return f"tasks {task_list_label(run.tasks)} (given to {run.scenario})"
+
+
+def group_by_scenario(runs: Iterable[Run]) -> dict[str, list[Run]]:
+    """Runs grouped by protocol: the task list, steps per task and the other protocol
+    keys (horizon, task_id, reward_version, scenario_kwargs). The label is
+    :func:`scenario_label`, extended with the budget (and other differing protocol keys)
+    when one label covers several protocols.
+
+    Example:
+        >>> def fake(spt, tasks=("a",), **config):
+        ...     return Run(Path("."), config, pd.DataFrame(), list(tasks), spt, torch.zeros(0), torch.zeros(0, 1))
+        >>> sorted(group_by_scenario([fake(10, scenario="s"), fake(20, scenario="s"), fake(10, ("b",))]))
         ['custom', 's (10 steps/task)', 's (20 steps/task)']
     """
+    extra_keys = sorted(PROTOCOL_KEYS - {"scenario", "tasks", "steps_per_task", "total_steps"})
     keyed: dict[tuple, list[Run]] = {}
     for run in runs:
-        keyed.setdefault((run.scenario, tuple(run.tasks), run.steps_per_task), []).append(run)
-    per_name = Counter(key[0] for key in keyed)
+        extras = tuple(json.dumps(run.config.get(k), sort_keys=True) for k in extra_keys)
+        keyed.setdefault((tuple(run.tasks), run.steps_per_task, extras), []).append(run)
+    labels = {key: scenario_label(members[0]) for key, members in keyed.items()}
     groups: dict[str, list[Run]] = {}
-    for (scenario, _, spt), members in keyed.items():
-        label = scenario if per_name[scenario] == 1 else f"{scenario} ({spt} steps/task)"
+    for key, members in keyed.items():
+        same = [k for k in keyed if labels[k] == labels[key]]
+        label = labels[key]
+        if len(same) > 1:
+            parts = []
+            if len({k[1] for k in same}) > 1:
+                parts.append(f"{key[1]} steps/task")
+            parts += [f"{name}={value}" for name, value, column in zip(extra_keys, key[2], zip(*(k[2] for k in same)))
+                      if len(set(column)) > 1]
+            if parts:
+                label = f"{label} ({', '.join(parts)})"
         base, k = label, 2
         while label in groups:
             label, k = f"{base} #{k}", k + 1

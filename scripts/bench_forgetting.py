@@ -1,4 +1,4 @@
-"""Forgetting benchmark of the protection methods (issue 6): every method x seeds, GRU agent.
+"""Forgetting benchmark of the protection methods: every method x seeds, GRU agent.
 
 Two short scenarios, each a three-task ``contenv/Sequence-v0``:
 

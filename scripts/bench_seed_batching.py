@@ -5,7 +5,7 @@ The MLP agent (Continual World: 4 x 256 actor and critics, batch 128, 50 updates
 Each K first runs past its random phase (``--warmup`` steps, then one untimed update
 round), then ``--steps`` steps of the update phase are timed. One line per K:
 aggregate steps per second (K x the env steps of one seed, per second) and its ratio to
-K times the K=1 figure (1.0: batching K seeds costs nothing over one; the issue's target
+K times the K=1 figure (1.0: batching K seeds costs nothing over one; the target
 on a GPU is >= 0.7).
 
     python scripts/bench_seed_batching.py [--ks 1 2 4 8 16] [--steps 200] [--device cuda] [--torch-threads 1] [--compile]

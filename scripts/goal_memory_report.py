@@ -1,4 +1,4 @@
-"""Report which CW10 tasks need their goal remembered (issue: Meta-World memory variants).
+"""Report which CW10 tasks need their goal remembered (the Meta-World memory variants).
 
 For every CW10 task with the goal visible only in the first ``--visible-steps`` steps:
 success of the scripted expert on the masked observation vs the expert that remembers the

@@ -1,39 +1,12 @@
-"""Train a SAC agent (Continual World's MLP, or a GRU/LSTM) on a continual scenario.
-
-Writes a run directory (config.json, progress.csv, TensorBoard events, checkpoints)
-that ``scripts/report.py`` reads. The arguments are the dataclass
-:class:`agents.run.TrainArgs` (one docstring per field; ``--help`` lists them).
-
-Examples:
-    python scripts/train.py --scenario contenv/CW10-v0 --agent mlp --seed 0 --run-dir runs/cw10/mlp/seed0
-    python scripts/train.py --scenario contenv/Sequence-v0 --tasks reach-v3 push-v3 --steps-per-task 50000 \\
-        --agent gru --eval-every 5000 --run-dir runs/pair/gru
-    python scripts/train.py --scenario contenv/CW10-v0 --agent mlp --seed 0 --run-dir runs/cw10/mlp/seed0 --resume
-        # continues a killed run: the same arguments plus --resume (a different config is refused)
-    python scripts/train.py --scenario contenv/CW10-v0 --agent mlp --seeds 0-9 --run-dir runs/cw10/mlp
-        # ten seeds trained together in one process (agents/batched.py), each in runs/cw10/mlp/seed<k>
-"""
-
-from __future__ import annotations
+"""Shim for a checkout: `python scripts/train.py ...` is `contenv train ...` (contenv_cli/train.py)."""
 
 import sys
+from pathlib import Path
 
-import tyro
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's packages, installed or not
 
-from agents.checkpoint import CheckpointError
-from agents.run import TrainArgs, train
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = tyro.cli(TrainArgs, args=argv, description=__doc__)
-    try:
-        run_dir = train(args)
-    except (ValueError, NotImplementedError, CheckpointError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"run directory: {run_dir}")
-    return 0
-
+from contenv_cli.train import *  # noqa: E402,F401,F403  (tests and users reach the module's names here)
+from contenv_cli.train import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

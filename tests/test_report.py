@@ -182,20 +182,104 @@ def test_latex_format_escapes_names(cli, capsys, tmp_path):
     assert r"my\_method & 1 & 1.00 [1.00, 1.00] & 0.00 [0.00, 0.00] & n/a \\" in out
 
 
-def test_compare_published_appends_the_published_rows(cli, capsys, runs):
-    code, out, _ = run_cli(cli, capsys, runs, "--compare-published", "cw20")
-    lines = out.splitlines()
+def test_published_rows_stand_apart_from_runs_of_another_protocol(cli, capsys, runs):
+    code, out, err = run_cli(cli, capsys, runs, "--compare-published", "cw20")
+    toy, published = out.split("### CW20 (published)")
+    assert "published" not in toy  # the toy runs are not CW20: no published row beside them
+    assert "| finetune | 3 | 0.60 [0.60, 0.60] | 0.40 [0.40, 0.40] | n/a |" in toy.splitlines()
+    lines = published.splitlines()
     assert "| packnet (CW20 2021, published) | - | 0.80 [0.79, 0.82] | -0.00 [-0.01, 0.01] | 0.18 [0.14, 0.21] |" in lines
-    assert "| finetune | 3 | 0.60 [0.60, 0.60] | 0.40 [0.40, 0.40] | n/a |" in lines
-    assert sum("published" in line for line in lines) == 8
+    assert sum("published" in line for line in lines) == 8  # all CW20 published rows
+    assert "note: no run trains the CW20 task list (contenv/CW20-v0); the published rows are shown on their own" in err
+
+
+def test_published_rows_sit_beside_runs_of_their_task_list_with_a_budget_warning(cli, capsys, tmp_path):
+    from contenv.report import published_protocol
+
+    tasks, _ = published_protocol("cw10")
+    steps = list(range(0, 10 * SPT + 1, 20))
+    for seed in range(2):
+        run_dir = tmp_path / "cw10" / f"s{seed}"
+        write_config(run_dir, {"scenario": "contenv/CW10-v0", "tasks": tasks, "steps_per_task": SPT, "seed": seed})
+        with RunWriter(run_dir) as writer:
+            for step in steps:
+                writer.write({"step": step, **{success_column(i, t): 1.0 for i, t in enumerate(tasks)}})
+    # a run started as CW10 on one task is labelled by what it trained, and gets no published rows
+    write_config(tmp_path / "one" / "s0", {"scenario": "contenv/CW10-v0", "tasks": ["reach-v3"], "steps_per_task": SPT, "seed": 0})
+    with RunWriter(tmp_path / "one" / "s0") as writer:
+        for step in range(0, SPT + 1, 10):
+            writer.write({"step": step, success_column(0, "reach-v3"): 1.0})
+    code, out, err = run_cli(cli, capsys, tmp_path, "--compare-published", "cw10")
+    assert code == 0
+    cw10, one = out.split("### tasks reach-v3 (given to contenv/CW10-v0)")
+    assert cw10.startswith("### contenv/CW10-v0\n") and "(CW10 2022, published)" in cw10
+    assert "published" not in one and "### CW10 (published)" not in out
+    assert ("note: contenv/CW10-v0: trained 100 steps/task, the published CW10 rows 1,000,000: budgets differ, "
+            "the numbers are not directly comparable") in err
+
+
+def test_runs_with_different_settings_are_separate_rows_labelled_with_the_difference(cli, capsys, tmp_path):
+    for seed in range(2):
+        write_run(tmp_path / "coef1" / f"s{seed}", "ewc", keeps=True, seed=seed, protection_kwargs={"coef": 1},
+                  lr=0.001, device="cpu", torch_threads=1)
+        write_run(tmp_path / "coef100" / f"s{seed}", "ewc", keeps=False, seed=seed, protection_kwargs={"coef": 100},
+                  lr=0.001, device="cuda", torch_threads=4)  # runtime keys do not split rows
+    write_run(tmp_path / "lr" / "s0", "ewc", keeps=False, seed=0, protection_kwargs={"coef": 1}, lr=0.0003)
+    code, out, err = run_cli(cli, capsys, tmp_path)
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.startswith("| ewc")]
+    assert rows == [
+        "| ewc (lr=0.0003, protection_kwargs.coef=1) | 1 | 0.60 [0.60, 0.60] | 0.40 [0.40, 0.40] | n/a |",
+        "| ewc (lr=0.001, protection_kwargs.coef=1) | 2 | 1.00 [1.00, 1.00] | 0.00 [0.00, 0.00] | n/a |",
+        "| ewc (lr=0.001, protection_kwargs.coef=100) | 2 | 0.60 [0.60, 0.60] | 0.40 [0.40, 0.40] | n/a |",
+    ]
+
+
+def test_duplicate_seeds_in_a_group_are_refused(cli, capsys, runs, tmp_path):
+    write_run(tmp_path / "again" / "s1", "finetune", keeps=True, seed=1)
+    code, out, err = run_cli(cli, capsys, runs, tmp_path / "again", runs / "finetune")  # overlapping paths count once
+    assert code == 0
+    assert "| finetune" not in out and "| ewc | 2 |" in out
+    lines = [line for line in err.splitlines() if "seed 1 appears 2 times in group toy / finetune" in line]
+    assert len(lines) == 2 and "a group needs distinct seeds" in lines[0]
+    code, out, _ = run_cli(cli, capsys, runs, runs / "finetune")
+    assert "| finetune | 3 |" in out  # the same run reached by two paths is one run
+
+
+@pytest.mark.parametrize("option, message", [
+    (("--final-points", "0"), "--final-points must be at least 1, got 0"),
+    (("--final-points", "-2"), "--final-points must be at least 1, got -2"),
+    (("--transfer-matrix", "/nonexistent.csv"), "--transfer-matrix /nonexistent.csv: no such file"),
+])
+def test_bad_options_are_refused_before_anything_is_read(cli, capsys, runs, option, message):
+    code, out, err = run_cli(cli, capsys, runs, *option)
+    assert code == 2 and out == ""
+    assert err.strip() == f"error: {message}"
+
+
+def test_plots_pointing_at_a_file_is_refused_and_the_file_left_alone(cli, capsys, runs, tmp_path):
+    target = tmp_path / "plots.png"
+    target.write_bytes(b"mine")
+    code, out, err = run_cli(cli, capsys, runs, "--plots", target)
+    assert code == 2 and out == "" and "is a file; give a directory" in err
+    assert target.read_bytes() == b"mine"
+
+
+def test_final_points_beyond_a_task_window_is_refused_not_silently_used(cli, capsys, runs):
+    code, out, err = run_cli(cli, capsys, runs, "--final-points", "10")
+    assert code == 0 and "| ewc | 2 |" in out  # 10 eval points per window: allowed
+    code, out, err = run_cli(cli, capsys, runs, "--final-points", "11")
+    assert code == 1 and out == ""
+    assert "final_points=11 needs that many eval points in every task window; these runs have 10" in err
 
 
 def test_plots_are_written(cli, capsys, runs, references, tmp_path):
     code, _, err = run_cli(cli, capsys, runs, "--reference", references, "--plots", tmp_path / "plots")
     assert code == 0
     names = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    # the toy tasks are not in the (default CW10) transfer matrix: no heatmap of another scenario's matrix
     assert names == ["toy_average_performance.png", "toy_forgetting.png", "toy_per_task.csv",
-                     "toy_task_curves.png", "transfer_matrix.png"]
+                     "toy_task_curves.png"]
     for name in names:
         if name.endswith(".png"):
             assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -203,6 +287,18 @@ def test_plots_are_written(cli, capsys, runs, references, tmp_path):
     finetune = per_task[per_task["method"] == "finetune"]
     assert finetune["forgetting"].tolist() == pytest.approx([0.8, 0.0])
     assert finetune["forward_transfer"].tolist() == pytest.approx([1.0, 0.5])
+
+
+def test_plots_name_their_bands_and_the_transfer_matrix_source(monkeypatch, tmp_path):
+    import contenv.report as report_module
+
+    titles = []
+    monkeypatch.setattr(report_module, "plot_transfer_matrix", lambda names, m, path, title="": titles.append(title))
+    result = method_result("m", torch.ones(2, 2, 2, dtype=torch.float64), torch.tensor([1, 2]), 1, final_points=1)
+    report = ScenarioReport("pair", ["hammer-v3", "push-wall-v3"], 1, [result])
+    report_module.write_plots([report], tmp_path, metrics.load_transfer_matrix(), "my matrix.csv")
+    assert len(titles) == 1 and "from my matrix.csv, not from these runs" in titles[0]
+    assert "band: 90 % bootstrap CI" in report_module.BAND_NOTE
 
 
 def test_reference_dirs_must_hold_single_task_runs(cli, capsys, runs, tmp_path):

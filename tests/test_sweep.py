@@ -23,9 +23,11 @@ TINY = ["--tasks", "repeat-first(d=2)", "copy(p=1,i=1)", "--steps-per-task", "30
 
 
 def test_seed_lists_and_bad_ones():
-    assert sweep.parse_seeds("0-2,7,1") == [0, 1, 2, 7]
-    with pytest.raises(ValueError, match="bad seed list"):
+    assert sweep.parse_seeds("0-2,7") == [0, 1, 2, 7]  # the syntax of every command's --seeds
+    with pytest.raises(ValueError, match="runs backwards"):
         sweep.parse_seeds("3-1")
+    with pytest.raises(ValueError, match=r"seeds \[1\] appear more than once"):
+        sweep.parse_seeds("0-2,7,1")
 
 
 def test_expansion_covers_scenarios_methods_seeds_and_all_ordered_pairs(tmp_path):

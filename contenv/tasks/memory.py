@@ -72,6 +72,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from contenv.finite import check_action
 from contenv.tasks.registry import TaskFamily, check_dials, format_task_spec, register_task_family, unknown_name_error
 
 NUM_SYMBOLS = 4
@@ -171,6 +172,7 @@ class MemoryTask(gym.Env[np.ndarray, np.ndarray]):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         episode = self._require_episode()
+        action = check_action(action, self.action_space.shape, self.task_spec)
         reward = 0.0
         target = int(episode.answers[self._t])
         if target >= 0:
@@ -310,7 +312,7 @@ class TMazeTask(MemoryTask):
         if not self.walk:
             return super().step(action)
         self._require_episode()
-        move = self.choice(action)
+        move = self.choice(check_action(action, self.action_space.shape, self.task_spec))
         self._t += 1
         at_junction = self._position == self.L
         if at_junction and move in (LEFT, RIGHT):

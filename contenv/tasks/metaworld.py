@@ -44,6 +44,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from contenv.finite import NONFINITE_INFO_KEY, check_action, describe_nonfinite, is_finite_step
 from contenv.tasks.registry import TaskFamily, check_dials, register_task_family, unknown_name_error
 
 REWARD_VERSIONS = ("v2", "v1")
@@ -145,18 +146,25 @@ class MetaWorldTask(gym.Env):
         obs, _ = self._env.reset()
         self._success = False
         self._episode_step = 0
-        return self._observe(obs), {"success": False}
+        self._last_obs = self._observe(obs)
+        return self._last_obs.copy(), {"success": False}
 
     def step(self, action):
-        action = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
+        action = np.clip(check_action(action, self.action_space.shape, self.task_name), -1.0, 1.0)
         obs, reward, terminated, truncated, info = self._env.step(action)
         self._episode_step += 1
+        if not is_finite_step(obs, reward):
+            # A physics blow-up: end the episode here with the last finite observation (see contenv.finite).
+            what = describe_nonfinite(obs, reward)
+            return self._last_obs.copy(), 0.0, False, True, {
+                "success": self._success, "success_now": False, NONFINITE_INFO_KEY: what}
         success_now = bool(info.get("success", False))
         self._success = self._success or success_now
         info = dict(info)
         info["success_now"] = success_now
         info["success"] = self._success
-        return self._observe(obs), float(reward), bool(terminated), bool(truncated), info
+        self._last_obs = self._observe(obs)
+        return self._last_obs.copy(), float(reward), bool(terminated), bool(truncated), info
 
     def _observe(self, obs: np.ndarray) -> np.ndarray:
         # Clipping is a no-op except for a simulator blow-up flinging an object beyond _OBJECT_BOUND.

@@ -49,6 +49,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from contenv.finite import check_action
 from contenv.tasks.registry import TaskFamily, register_task_family, unknown_name_error
 
 PREFIX = "popgym/"
@@ -252,6 +253,7 @@ class POPGymTask(gym.Env[np.ndarray, np.ndarray]):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._done:
             raise RuntimeError(f"{self.task_name}: the episode has ended (or never started); call reset() first")
+        action = check_action(action, self.action_space.shape, self.task_name)
         obs, reward, terminated, truncated, _ = self.inner.step(self._decode(action))
         self._return += float(reward)
         info: dict[str, Any] = {"success": False}
