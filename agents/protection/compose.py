@@ -46,8 +46,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from agents.sac import SAC
 
 WEIGHT_OWNERS = ("packnet", "hnet")
-REGULARISERS = ("l2", "ewc", "online-ewc", "mas")
-REPLAYS = ("agem", "replay")
+REGULARISERS = ("l2", "ewc", "online-ewc", "mas", "vcl")
+REPLAYS = ("agem", "replay", "clonex")
 
 
 def _conflict(a: str, b: str) -> str | None:
