@@ -81,6 +81,8 @@ class TrainArgs:
     """Agent trunk: mlp (Continual World's), gru or lstm."""
     protection: str = "finetune"
     """Protection method against forgetting (finetune: none)."""
+    multitask: bool = False
+    """Train one agent on all tasks at once, episodes cycling through them, for the same total steps (CW's multi-task baseline; finetune only; reported as the method 'multitask')."""
     protection_kwargs: str = "{}"
     """Arguments of the protection method as a JSON object."""
     seed: int = 0
@@ -174,6 +176,9 @@ def check_args(args: TrainArgs) -> None:
     if args.agent not in TRUNKS:
         raise unknown_name_error("agent", args.agent, TRUNKS)
     make_protection(args.protection, **_json_object("protection_kwargs", args.protection_kwargs))
+    if args.multitask and (args.protection != "finetune" or args.seeds is not None):
+        raise RunError("--multitask trains one agent without protection: leave --protection at finetune and "
+                       "train its seeds one by one (no --seeds)")
     for name in ("eval_every", "checkpoint_every", "torch_threads"):
         if getattr(args, name) <= 0:
             raise RunError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -277,7 +282,8 @@ def resolve_device(name: str) -> torch.device:
 
 def default_run_dir(args: TrainArgs) -> Path:
     scenario = args.scenario.split("/")[-1]
-    return Path("runs") / scenario / f"{args.agent}_{args.protection}" / f"seed{args.seed}"
+    method = "multitask" if args.multitask else args.protection
+    return Path("runs") / scenario / f"{args.agent}_{method}" / f"seed{args.seed}"
 
 
 def eval_seed(seed: int, step: int) -> int:
@@ -352,7 +358,7 @@ def train(args: TrainArgs) -> Path:
     from contenv.position_env import position_specs
     from torch.utils.tensorboard import SummaryWriter
 
-    if args.seeds is not None:  # several seeds, stacked in one process
+    if args.seeds is not None and not args.multitask:  # several seeds, stacked in one process (check_args refuses it with --multitask)
         from agents.batched_run import train_seeds
 
         return train_seeds(args)
@@ -361,12 +367,20 @@ def train(args: TrainArgs) -> Path:
     check_args(args)
     device = resolve_device(args.device)
     env = make_scenario(args)
+    if args.multitask:
+        from contenv.multitask import MultiTaskEnv
+
+        env = MultiTaskEnv.from_sequence(env)
     config = run_config(args, env)
     run_dir = prepare_run_dir(args, config)
     torch.set_num_threads(args.torch_threads)
 
     protection = make_protection(args.protection, **config["protection_kwargs"])
-    agent = SAC(env, args.sac_config(), protection=protection, seed=args.seed, device=device)
+    if args.multitask:
+        from agents.multitask import MultiTaskSAC as agent_class
+    else:
+        agent_class = SAC
+    agent = agent_class(env, args.sac_config(), protection=protection, seed=args.seed, device=device)
     checkpoint_path = run_dir / CHECKPOINT_DIR / CHECKPOINT_FILE
     start, last_checkpoint = 0, 0
     if args.resume and checkpoint_path.exists():
