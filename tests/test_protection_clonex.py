@@ -105,3 +105,27 @@ def test_choice_rule_and_bad_arguments():
     with pytest.raises(ValueError, match="do not combine"):
         make_protection("clonex+hnet")
     assert make_protection("clonex+ewc").names == ["clonex", "ewc"]
+
+
+def test_a_resumed_agent_explores_like_an_uninterrupted_one():
+    config = SACConfig(hidden_sizes=(8,), batch_size=4, random_steps=20, update_after=1_000)
+
+    def run(stop_at=None):
+        agent = SAC(OneStepTasks(), config, protection=ClonEx(memory_per_task=8), seed=0)
+        agent.learn(40)
+        clear_heads(agent, [-0.5, 0.9, 0.0])
+        picks: list[int | None] = []
+        if stop_at is None:
+            agent.learn(20, callback=lambda a: picks.append(a._explore_task))
+            return picks
+        agent.learn(stop_at, callback=lambda a: picks.append(a._explore_task))
+        state = agent.training_state()  # one-step episodes: every step is between episodes
+        assert state["counters"]["last_episode_return"] == agent.last_episode_return is not None
+        resumed = SAC(OneStepTasks(), config, protection=ClonEx(memory_per_task=8), seed=0)
+        resumed.env.global_step = agent.env.global_step
+        resumed.load_training_state(state)
+        resumed._first_reset = False
+        resumed.learn(20 - stop_at, callback=lambda a: picks.append(a._explore_task))
+        return picks
+
+    assert run(stop_at=1) == run(stop_at=3) == run() == [0, 1] + [1] * 18
