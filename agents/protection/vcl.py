@@ -36,13 +36,13 @@ Example:
     >>> from agents.sac import SAC, SACConfig, SpaceSpec
     >>> vcl = VCL()
     >>> agent = SAC(config=SACConfig(hidden_sizes=(4,)), spec=SpaceSpec(3, 3, 1, 2, False), protection=vcl)
-    >>> sorted(vcl.log_var)[:2], float(vcl.log_var["mean.weight"][0, 0])
+    >>> sorted(vcl.log_var)[:2], vcl.log_var["mean.weight"][0, 0].item()
     (['body.layers.0.bias', 'body.layers.0.weight'], -6.0)
     >>> vcl.loss(agent, None) is None  # first task: no KL (CW's first_task_kl=False)
     True
     >>> vcl.on_task_end(agent, 0)
     >>> agent.current_task = 1
-    >>> round(float(vcl.loss(agent, None)), 6)  # the posterior is its own prior
+    >>> round(vcl.loss(agent, None).item(), 6)  # the posterior is its own prior
     0.0
 """
 
