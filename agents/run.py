@@ -210,7 +210,9 @@ def make_scenario(args: TrainArgs) -> ContinualEnv:
 def run_config(args: TrainArgs, env: ContinualEnv) -> dict[str, Any]:
     """``config.json``: every argument, the resolved scenario and the agent config."""
     # ``seeds`` is left out: a seed of a batched run writes the same config as a single-seed run.
-    config = {f.name: getattr(args, f.name) for f in fields(args) if f.name != "seeds"}
+    # ``multitask`` only when set, so that run directories written before it existed still resume.
+    config = {f.name: getattr(args, f.name) for f in fields(args)
+              if f.name != "seeds" and (f.name != "multitask" or args.multitask)}
     config.update(
         run_dir=str(args.run_dir), tasks=list(env.task_names), steps_per_task=env.steps_per_task,
         horizon=env.horizon, task_id=env.task_id, reward_version=env.reward_version,

@@ -79,3 +79,15 @@ def test_multitask_refuses_protection_and_seed_batching(tmp_path):
     with pytest.raises(ValueError, match="without protection"):
         MultiTaskSAC(MultiTaskEnv.from_sequence(sequence()), protection="l2")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_stopped_and_resumed_multitask_run_equals_an_uninterrupted_one(tmp_path):
+    common = dict(scenario="contenv/Sequence-v0", tasks=TASKS, steps_per_task=40, hidden_sizes=(8,), batch_size=8,
+                  random_steps=10, update_after=10, update_every=10, eval_every=20, eval_episodes=1,
+                  eval_deterministic_episodes=0, progress_bar=False, multitask=True)
+    whole = load_run(train(TrainArgs(**common, run_dir=tmp_path / "whole")))
+    train(TrainArgs(**common, run_dir=tmp_path / "parts", stop_at_step=30))
+    parts = load_run(train(TrainArgs(**common, run_dir=tmp_path / "parts", resume=True)))
+    assert parts.steps.tolist() == whole.steps.tolist()
+    torch.testing.assert_close(parts.stochastic, whole.stochastic)
+    assert parts.progress.filter(like="train/").equals(whole.progress.filter(like="train/"))

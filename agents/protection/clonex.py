@@ -27,7 +27,8 @@ Deliberate differences: the cloning memory and loss are this repository's ``Repl
 (see its docstring: the Gaussian KL on the actor outputs, states from the finished
 task's replay); episodes cut by a task boundary do not count. With a single shared head
 (``heads="single"``) every candidate is the current policy, so exploration is simply the
-agent's own policy.
+agent's own policy; with ``task_in_trunk`` the trunk still reads the current task's
+one-hot from the observation, only the head is the old task's.
 
 Example:
     >>> method = ClonEx()
