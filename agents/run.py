@@ -82,7 +82,7 @@ class TrainArgs:
     protection: str = "finetune"
     """Protection method against forgetting (finetune: none)."""
     multitask: bool = False
-    """Train one agent on all tasks at once, episodes cycling through them, for the same total steps (CW's multi-task baseline; finetune only; reported as the method 'multitask')."""
+    """One agent on all tasks at once, same total steps (CW's multi-task baseline; finetune only; method 'multitask')."""
     protection_kwargs: str = "{}"
     """Arguments of the protection method as a JSON object."""
     seed: int = 0
@@ -360,7 +360,7 @@ def train(args: TrainArgs) -> Path:
     from contenv.position_env import position_specs
     from torch.utils.tensorboard import SummaryWriter
 
-    if args.seeds is not None and not args.multitask:  # several seeds, stacked in one process (check_args refuses it with --multitask)
+    if args.seeds is not None and not args.multitask:  # several seeds in one process (--multitask: refused below)
         from agents.batched_run import train_seeds
 
         return train_seeds(args)
