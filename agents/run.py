@@ -87,6 +87,8 @@ class TrainArgs:
     """Agent trunk: mlp (Continual World's), gru, lstm or mingru (parallel scan over time)."""
     protection: Annotated[str, tyro.conf.arg(help=_PROTECTION_HELP)] = "finetune"
     """Protection method against forgetting (finetune: none)."""
+    multitask: bool = False
+    """One agent on all tasks at once, same total steps (CW's multi-task baseline; finetune only; method 'multitask')."""
     protection_kwargs: str = "{}"
     """Arguments of the protection method as a JSON object."""
     seed: int = 0
@@ -186,6 +188,9 @@ def check_args(args: TrainArgs) -> None:
         make_protection(args.protection, **kwargs)
     except TypeError as err:  # an unknown or missing keyword
         raise RunError(f"--protection-kwargs {args.protection_kwargs}: {err}") from None
+    if args.multitask and (args.protection != "finetune" or args.seeds is not None):
+        raise RunError("--multitask trains one agent without protection: leave --protection at finetune and "
+                       "train its seeds one by one (no --seeds)")
     _json_object("scenario_kwargs", args.scenario_kwargs)
     if isinstance(args.seed, bool) or not isinstance(args.seed, int) or args.seed < 0:
         raise RunError(f"--seed must be a non-negative integer, got {args.seed!r}")
@@ -223,7 +228,9 @@ def make_scenario(args: TrainArgs) -> ContinualEnv:
 def run_config(args: TrainArgs, env: ContinualEnv) -> dict[str, Any]:
     """``config.json``: every argument, the resolved scenario and the agent config."""
     # ``seeds`` is left out: a seed of a batched run writes the same config as a single-seed run.
-    config = {f.name: getattr(args, f.name) for f in fields(args) if f.name != "seeds"}
+    # ``multitask`` only when set, so that run directories written before it existed still resume.
+    config = {f.name: getattr(args, f.name) for f in fields(args)
+              if f.name != "seeds" and (f.name != "multitask" or args.multitask)}
     sac = args.sac_config()  # defaults that depend on the trunk are recorded resolved
     config.update(
         run_dir=str(args.run_dir), tasks=list(env.task_names), steps_per_task=env.steps_per_task,
@@ -297,7 +304,8 @@ def resolve_device(name: str) -> torch.device:
 
 def default_run_dir(args: TrainArgs) -> Path:
     scenario = args.scenario.split("/")[-1]
-    return Path("runs") / scenario / f"{args.agent}_{args.protection}" / f"seed{args.seed}"
+    method = "multitask" if args.multitask else args.protection
+    return Path("runs") / scenario / f"{args.agent}_{method}" / f"seed{args.seed}"
 
 
 def eval_seed(seed: int, step: int) -> int:
@@ -372,7 +380,7 @@ def train(args: TrainArgs) -> Path:
     from contenv.position_env import position_specs
     from torch.utils.tensorboard import SummaryWriter
 
-    if args.seeds is not None:  # several seeds, stacked in one process
+    if args.seeds is not None and not args.multitask:  # several seeds in one process (--multitask: refused below)
         from agents.batched_run import train_seeds
 
         return train_seeds(args)
@@ -381,11 +389,19 @@ def train(args: TrainArgs) -> Path:
     check_args(args)
     device = resolve_device(args.device)
     env = make_scenario(args)
+    if args.multitask:
+        from contenv.multitask import MultiTaskEnv
+
+        env = MultiTaskEnv.from_sequence(env)
     config = run_config(args, env)
     torch.set_num_threads(args.torch_threads)
     protection = make_protection(args.protection, **config["protection_kwargs"])
+    if args.multitask:
+        from agents.multitask import MultiTaskSAC as agent_class
+    else:
+        agent_class = SAC
     try:  # built before the run directory: a refusal here leaves nothing behind
-        agent = SAC(env, args.sac_config(), protection=protection, seed=args.seed, device=device)
+        agent = agent_class(env, args.sac_config(), protection=protection, seed=args.seed, device=device)
     except ValueError as err:
         raise RunError(str(err)) from None
     run_dir = prepare_run_dir(args, config)

@@ -9,7 +9,8 @@ World (Wolczyk et al., NeurIPS 2021; ``continualworld/sac/sac.py``):
 - one learned entropy coefficient per task (``log_alpha[task]``, initialised to 1 as in
   CW), target entropy ``-|A|``;
 - at each task start: the protection's ``on_task_start``, the replay emptied and a new
-  optimizer object (not only zeroed); then 10,000 uniform-random actions, updates from
+  optimizer object (not only zeroed); then 10,000 uniform-random actions (a protection
+  may act with an earlier task's policy instead: ``exploration_task``, ClonEx), updates from
   the 1,000th step of the task on, 50 updates after every 50th step;
 - bootstrapping through time limits and task switches (only ``terminated`` stops it);
 - actor, critic and entropy losses from one batch, one backward pass and one optimizer
@@ -352,6 +353,8 @@ class SAC:
         self.current_task = -1  # the task whose start was handled (-1: none yet)
         self.num_updates = 0
         self.task_ended = False  # the last step ended a task
+        self.last_episode_return: float | None = None  # of the last episode finished in this task
+        self._explore_task: int | None = None  # the task whose policy acts in this episode's random steps
         self._first_reset = True
         self._obs: np.ndarray | None = None  # None: between episodes
         self._episode_return = 0.0
@@ -546,9 +549,11 @@ class SAC:
             self._start_episode()
         obs = self._obs
         # A recurrent actor runs during random steps too, so its state is current when it takes over.
-        if self.recurrent or self.task_steps >= self.config.random_steps:
-            action = self._policy_action(obs)
-        if self.task_steps < self.config.random_steps:
+        random_phase = self.task_steps < self.config.random_steps
+        explore = self._explore_task if random_phase else None  # a protection's exploration (ClonEx)
+        if self.recurrent or not random_phase or explore is not None:
+            action = self._policy_action(obs) if explore is None else self._policy_action(obs, explore)
+        if random_phase and explore is None:
             action = self.np_random.uniform(-1.0, 1.0, self.spec.action_dim).astype(np.float32)
         next_obs, reward, terminated, truncated, info = self.env.step(action)
         self.num_timesteps += 1
@@ -564,6 +569,7 @@ class SAC:
         if episode_over:
             if stored:
                 self._episode_log.append((self._episode_return, float(info.get("success", False)), self._episode_length + 1))
+            self.last_episode_return = float(self._episode_return)
             self._obs = None
         else:
             self._obs = next_obs
@@ -589,6 +595,9 @@ class SAC:
             self._start_task(task)
         self._obs = obs
         self._episode_return, self._episode_length = 0.0, 0
+        self._explore_task = None
+        if self._hooks["exploration_task"] and self.task_steps < self.config.random_steps:
+            self._explore_task = self.protection.exploration_task(self, self.current_task)
         if self.recurrent:
             self._hidden = torch.zeros(1, self.net_config.state_size, device=self.device)
             self._prev_action = torch.zeros(1, 1, self.spec.action_dim, device=self.device)
@@ -600,6 +609,7 @@ class SAC:
             raise ValueError(f"the env reports task {task}, outside this agent's 0..{self.num_tasks - 1}")
         self.current_task = task
         self.task_steps = 0
+        self.last_episode_return = None
         self._task_tensor = torch.full((1, 1), task, dtype=torch.long, device=self.device)
         if self._hooks["on_task_start"]:
             self.protection.on_task_start(self, task)
@@ -609,14 +619,17 @@ class SAC:
             self.optimizer = self._make_optimizer()
 
     @torch.no_grad()  # not inference_mode: protections may cache tensors made here for later updates
-    def _policy_action(self, obs: np.ndarray) -> np.ndarray:
+    def _policy_action(self, obs: np.ndarray, task: int | None = None) -> np.ndarray:
+        """A sampled action of the current task's policy (or of ``task``'s head and weights)."""
         obs_t = self.net_obs(torch.as_tensor(obs, device=self.device)).view(1, 1, -1)
-        params = self.actor_params(self.current_task)
+        task = self.current_task if task is None else int(task)
+        params = self.actor_params(task)
+        task_t = self._task_tensor if task == self.current_task else torch.full_like(self._task_tensor, task)
         if self.recurrent:
-            mean, log_std, self._hidden = self.actor(obs_t, self._prev_action, self._prev_reward, self._task_tensor,
+            mean, log_std, self._hidden = self.actor(obs_t, self._prev_action, self._prev_reward, task_t,
                                                      self._hidden, params=params)
         else:
-            mean, log_std, _ = self.actor(obs_t, task=self._task_tensor, params=params)
+            mean, log_std, _ = self.actor(obs_t, task=task_t, params=params)
         action, _ = squashed_sample(mean, log_std, self._noise(mean))
         return action.view(-1).cpu().numpy()
 
@@ -802,7 +815,8 @@ class SAC:
             "generator": self.generator.get_state(),
             "np_random": self.np_random.bit_generator.state,
             "counters": {"task_steps": self.task_steps, "num_updates": self.num_updates,
-                         "first_reset": self._first_reset, "task_ended": self.task_ended},
+                         "first_reset": self._first_reset, "task_ended": self.task_ended,
+                         "last_episode_return": self.last_episode_return},
             "logs": {"episodes": list(self._episode_log), "metric_sums": self._metric_sums,
                      "metric_count": self._metric_count, "metric_names": getattr(self, "_metric_names", []),
                      "nonfinite_episodes": self._nonfinite_episodes},
@@ -821,6 +835,7 @@ class SAC:
         counters = state["counters"]
         self.task_steps, self.num_updates = int(counters["task_steps"]), int(counters["num_updates"])
         self._first_reset, self.task_ended = bool(counters["first_reset"]), bool(counters["task_ended"])
+        self.last_episode_return = counters.get("last_episode_return")
         logs = state["logs"]
         self._episode_log = [tuple(e) for e in logs["episodes"]]
         sums = logs["metric_sums"]

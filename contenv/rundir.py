@@ -324,14 +324,19 @@ class Run:
 
 
 def protection_name(config: Mapping[str, Any]) -> str:
-    """Method name from a config: ``protection``, else ``method``, else ``finetune``.
+    """Method name from a config: ``protection``, else ``method``, else ``finetune``
+    (``multitask`` for a multi-task baseline run).
 
     A list (composed methods) is joined with ``+``.
 
     Example:
         >>> protection_name({}), protection_name({"method": "l2"}), protection_name({"protection": ["replay", "ewc"]})
         ('finetune', 'l2', 'replay+ewc')
+        >>> protection_name({"protection": "finetune", "multitask": True})
+        'multitask'
     """
+    if config.get("multitask"):  # the multi-task baseline (agents/multitask.py)
+        return "multitask"
     value = config.get("protection")
     if value in (None, "", []):
         value = config.get("method")

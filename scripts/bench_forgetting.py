@@ -55,7 +55,9 @@ from typing import Any, Literal
 
 import tyro
 
-METHODS = ("finetune", "l2", "ewc", "online-ewc", "mas", "packnet", "hnet", "replay", "agem")
+METHODS = ("finetune", "l2", "ewc", "online-ewc", "mas", "packnet", "hnet", "replay", "agem", "vcl", "clonex",
+           "multitask")
+MULTITASK = "multitask"  # not a protection: the multi-task baseline (train --multitask)
 SCENARIOS = {
     "memory": ("repeat-first(d=2)", "copy(p=1,i=1)", "bits(n=2,d=1)"),
     "metaworld": ("reach-v3", "window-close-v3"),
@@ -129,8 +131,10 @@ def trial_args(method: str, scenario: str, seed: int, args: BenchArgs, budget: s
     settings = BUDGETS[budget]
     extra = json.loads(args.protection_kwargs).get(method, {})
     run_dir = args.out / scenario / method / f"seed{seed}"
+    multitask = method == MULTITASK
     return TrainArgs(
-        scenario="contenv/Sequence-v0", tasks=SCENARIOS[scenario], agent="gru", protection=method,
+        scenario="contenv/Sequence-v0", tasks=SCENARIOS[scenario], agent="gru",
+        protection="finetune" if multitask else method, multitask=multitask,
         protection_kwargs=json.dumps({**method_kwargs(method, budget, scenario), **extra}), seed=seed,
         run_dir=run_dir, resume=(run_dir / "config.json").exists(), eval_deterministic_episodes=0,
         checkpoint_every=10**9, progress_bar=False, torch_threads=1, **settings["agent"], **settings[scenario],
@@ -178,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         from agents.protection import PROTECTIONS
 
-        methods = [m for m in (*args.methods, *args.extra_methods) if m in PROTECTIONS or "+" in m]
+        methods = [m for m in (*args.methods, *args.extra_methods) if m in PROTECTIONS or "+" in m or m == MULTITASK]
         for missing in sorted(set(args.methods) - set(methods)):
             print(f"note: protection {missing!r} is not available; skipped", file=sys.stderr)
         trials = [trial_args(m, s, seed, args, budget) for s in args.scenarios for m in methods for seed in range(seeds)]

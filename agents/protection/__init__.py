@@ -35,6 +35,8 @@ PROTECTIONS: dict[str, str] = {
     "hnet": "agents.protection.hnet:HyperNetwork",
     "replay": "agents.protection.replay:Replay",
     "agem": "agents.protection.agem:AGEM",
+    "vcl": "agents.protection.vcl:VCL",
+    "clonex": "agents.protection.clonex:ClonEx",
     "composite": "agents.protection.compose:Composite",
 }
 __all__ = ["HOOKS", "PROTECTIONS", "Protection", "defines", "make_protection", "register_protection"]

@@ -22,6 +22,11 @@ hook                          when the agent calls it                           
                               or partial) or None for the actor's own
 ``trainable_parameters(agent)`` when an optimizer is made: extra tensors the method    HNET
                               trains together with the agent
+``exploration_task(agent, t)``  at each episode start of task ``t``'s random-steps      ClonEx
+                              phase: act with this task's head/weights instead of
+                              uniform-random actions (None: random actions);
+                              ``agent.last_episode_return`` is the return of the
+                              episode just finished in this task (None at its first)
 ``state_dict()`` /            checkpoint / resume                                     all
 ``load_state_dict(state)``
 ============================  ======================================================  ==========================
@@ -58,7 +63,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from agents.replay import Batch
     from agents.sac import SAC
 
-HOOKS = ("setup", "on_task_start", "on_task_end", "loss", "after_backward", "task_parameters", "trainable_parameters")
+HOOKS = ("setup", "on_task_start", "on_task_end", "loss", "after_backward", "task_parameters", "trainable_parameters",
+         "exploration_task")
 
 
 class Protection:
@@ -94,6 +100,11 @@ class Protection:
     def trainable_parameters(self, agent: "SAC") -> list[Tensor]:
         """Extra tensors for the agent's optimizer."""
         return []
+
+    def exploration_task(self, agent: "SAC", task: int) -> int | None:
+        """At an episode start in ``task``'s random-steps phase: the task whose policy acts
+        in this episode's random steps (None: uniform-random actions)."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         return copy.deepcopy(vars(self))

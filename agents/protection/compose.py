@@ -2,7 +2,7 @@
 
 :class:`Composite` runs its members' hooks in the order given: task starts and ends one
 after the other, losses summed, ``after_backward`` chained (each member edits the
-gradient the previous one left), the first member's task weights that are not None,
+gradient the previous one left), the first member's task weights (and exploration task) that are not None,
 every member's extra trainable tensors. Its state is every member's name and state, so
 ``SAC.load`` (which rebuilds a method by name) restores the whole mixture.
 
@@ -46,8 +46,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from agents.sac import SAC
 
 WEIGHT_OWNERS = ("packnet", "hnet")
-REGULARISERS = ("l2", "ewc", "online-ewc", "mas")
-REPLAYS = ("agem", "replay")
+REGULARISERS = ("l2", "ewc", "online-ewc", "mas", "vcl")
+REPLAYS = ("agem", "replay", "clonex")
 
 
 def _conflict(a: str, b: str) -> str | None:
@@ -151,6 +151,13 @@ class Composite(Protection):
             params = member.task_parameters(agent, task)
             if params is not None:
                 return params
+        return None
+
+    def exploration_task(self, agent: "SAC", task: int) -> int | None:
+        for member in self._with("exploration_task"):
+            chosen = member.exploration_task(agent, task)
+            if chosen is not None:
+                return chosen
         return None
 
     def trainable_parameters(self, agent: "SAC") -> list[Tensor]:
