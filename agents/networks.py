@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agents.rnn_kernels import GRUSequence, fused_rnn, gru_sequence, sequence_kernel
+from agents.rnn_kernels import GRUSequence, functorch_active, fused_rnn, gru_sequence, sequence_kernel
 from agents.scan_cell import MinGRUCell
 
 TRUNKS = ("mlp", "gru", "lstm", "mingru")
@@ -207,6 +207,8 @@ class RecurrentCell(nn.Module):
             state = x.new_zeros(x.shape[0], self.state_size)
         w_ih, b_ih = p[prefix + "weight_ih"], p[prefix + "bias_ih"]
         w_hh, b_hh = p[prefix + "weight_hh"], p[prefix + "bias_hh"]
+        if functorch_active(x, state, w_ih, w_hh, b_ih, b_hh):  # vmap/jacrev: no data-dependent checks
+            return self.run_loop(p, prefix, x, state, reset)
         mid_reset = reset is not None and x.shape[1] > 1 and bool(reset[:, 1:].any())
         kernel = sequence_kernel(self.kind, x.device, mid_reset, x, state, w_ih, w_hh, b_ih, b_hh)
         if kernel == "loop":
