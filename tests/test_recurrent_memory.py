@@ -173,9 +173,10 @@ def test_agent_file_from_before_whole_episode_replay_loads(tmp_path):
 # ---------------------------------------------------------------------- every method, every trunk
 METHOD_KWARGS = {
     "l2": {}, "ewc": {"batches": 2, "batch_size": 8}, "online-ewc": {"batches": 2, "batch_size": 8},
-    "mas": {"batches": 2, "batch_size": 8}, "packnet": {}, "hnet": {}, "finetune": {},
+    "mas": {"batches": 2, "batch_size": 8}, "packnet": {"retrain_steps": 4}, "hnet": {}, "finetune": {},
     "replay": {"mode": "bc", "memory_per_task": 40, "batch_size": 8},
     "agem": {"memory_per_task": 40, "episodic_batch_size": 4},
+    "vcl": {}, "clonex": {"memory_per_task": 40, "batch_size": 8},
 }
 
 
@@ -236,3 +237,21 @@ def test_resume_is_exact_with_default_windows(trunk):
     for (n, a), b in zip([*straight.actor.named_parameters(), *straight.critic.named_parameters()],
                          [*resumed.actor.parameters(), *resumed.critic.parameters()]):
         assert torch.equal(a, b), n
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_cuda_fused_path_equals_the_reference_on_cpu(kind):
+    """The cuDNN path (``torch._VF`` with the weights passed in) runs on CPU too: same numbers."""
+    from agents.rnn_kernels import fused_rnn
+
+    torch.manual_seed(3)
+    cell = RecurrentCell(kind, 5, 7, chrono_horizon=20)
+    params = dict(cell.named_parameters())
+    x, h0 = torch.randn(2, 13, 5, requires_grad=True), torch.randn(2, cell.state_size, requires_grad=True)
+    out_a, last_a = fused_rnn(kind, x, h0, params["weight_ih"], params["weight_hh"], params["bias_ih"],
+                              params["bias_hh"], 7)
+    out_b, last_b = cell.run_loop(params, "", x, h0, None)
+    assert torch.allclose(out_a, out_b, atol=1e-5) and torch.allclose(last_a, last_b, atol=1e-5)
+    tensors = [x, h0, *params.values()]
+    for a, b in zip(grads(out_a.square().sum() + last_a.sum(), tensors), grads(out_b.square().sum() + last_b.sum(), tensors)):
+        assert torch.allclose(a, b, atol=1e-4)
