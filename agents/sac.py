@@ -8,9 +8,13 @@ World (Wolczyk et al., NeurIPS 2021; ``continualworld/sac/sac.py``):
 - Adam, lr 1e-3, batch 128, gamma 0.99, polyak 0.995, FIFO replay of 1e6 steps;
 - one learned entropy coefficient per task (``log_alpha[task]``, initialised to 1 as in
   CW), target entropy ``-|A|``;
-- at each task start: the protection's ``on_task_start``, the replay emptied and a new
-  optimizer object (not only zeroed); then 10,000 uniform-random actions, updates from
-  the 1,000th step of the task on, 50 updates after every 50th step;
+- at each task start: the protection's ``on_task_start``, the replay emptied and Adam's
+  moments zeroed while its step count is kept (CW's ``reset_optimizer`` skips the TF2
+  optimizer's ``iterations``, so bias correction does not restart;
+  ``optimizer_reset="fresh"`` makes a new Adam instead); then 10,000 uniform-random actions
+  and rounds of 50 updates after the steps whose 0-based index within the task is a
+  multiple of 50 from 1,000 on (CW's ``current_task_timestep``: so no round on a task's
+  last step);
 - bootstrapping through time limits and task switches (only ``terminated`` stops it);
 - actor, critic and entropy losses from one batch, one backward pass and one optimizer
   step (the actor's ``Q`` uses detached critic weights, so its gradient reaches only the
@@ -52,6 +56,7 @@ from agents.protection import HOOKS, Protection, defines, make_protection
 from agents.replay import Batch, SequenceReplay, TransitionReplay
 
 HEADS = ("auto", "multi", "single")
+OPTIMIZER_RESETS = ("moments", "fresh")
 SAVE_FORMAT = "contenv-sac-v1"
 
 
@@ -85,7 +90,10 @@ class SACConfig:
         update_every: steps between rounds of updates.
         gradient_steps: updates per round (None: ``update_every``, one per step).
         reset_replay_on_task_change: empty the replay at each task start (CW: yes).
-        reset_optimizer_on_task_change: a new optimizer at each task start (CW: yes).
+        reset_optimizer_on_task_change: reset the optimizer at each task start (CW: yes).
+        optimizer_reset: how: ``"moments"`` zeroes Adam's moments and keeps its step
+            count (CW's ``reset_optimizer``), ``"fresh"`` makes a new Adam (step count 0,
+            bias correction restarts). PackNet's resets around retraining follow it too.
         clip_grad_norm: clip the actor's and the critics' gradient norms separately (None: off).
     """
 
@@ -113,6 +121,7 @@ class SACConfig:
     gradient_steps: int | None = None
     reset_replay_on_task_change: bool = True
     reset_optimizer_on_task_change: bool = True
+    optimizer_reset: str = "moments"
     clip_grad_norm: float | None = None
 
     def __post_init__(self) -> None:
@@ -121,6 +130,9 @@ class SACConfig:
             raise ValueError(f"unknown agent trunk {self.trunk!r}; allowed: {', '.join(TRUNKS)}")
         if self.heads not in HEADS:
             raise ValueError(f"unknown heads {self.heads!r}; allowed: {', '.join(HEADS)}")
+        if self.optimizer_reset not in OPTIMIZER_RESETS:
+            raise ValueError(f"unknown optimizer_reset {self.optimizer_reset!r}; allowed: {', '.join(OPTIMIZER_RESETS)} "
+                             "(moments: zero Adam's moments, keep its step count, as Continual World; fresh: a new Adam)")
         if self.trunk != "mlp" and self.replay_mode != "fifo":
             raise ValueError("recurrent agents replay whole episodes: replay_mode must be 'fifo'")
         for name in ("batch_size", "replay_size", "update_every", "seq_len"):
@@ -336,6 +348,14 @@ class SAC:
         except (RuntimeError, ValueError):
             return torch.optim.Adam(params, lr=self.config.lr, eps=self.config.adam_eps)
 
+    def reset_optimizer(self, mode: str | None = None) -> None:
+        """Reset Adam as ``mode`` (default ``config.optimizer_reset``) says; see :func:`reset_adam`.
+
+        The optimizer is rebuilt over :meth:`trainable_parameters` either way, so tensors
+        a protection adds at a task start join it.
+        """
+        self.optimizer = reset_adam(self.optimizer, self._make_optimizer(), mode or self.config.optimizer_reset)
+
     def actor_params(self, task: int) -> dict[str, Tensor] | None:
         """The weights the actor uses for ``task`` (the protection may supply them)."""
         return self.protection.task_parameters(self, task) if self._hooks["task_parameters"] else None
@@ -513,7 +533,8 @@ class SAC:
                 self._prev_action = torch.as_tensor(action, device=self.device).view(1, 1, -1)
                 self._prev_reward = torch.full((1, 1), float(reward), device=self.device)
         cfg = self.config
-        if self.task_steps >= cfg.update_after and self.task_steps % cfg.update_every == 0:
+        index = self.task_steps - 1  # CW's current_task_timestep of the step just taken
+        if index >= cfg.update_after and index % cfg.update_every == 0:
             for _ in range(cfg.gradient_steps or cfg.update_every):
                 self.gradient_step()
         self.task_ended = bool(info.get("task_switch", False))
@@ -536,7 +557,7 @@ class SAC:
             self._prev_reward = torch.zeros(1, 1, device=self.device)
 
     def _start_task(self, task: int) -> None:
-        """CW's task change: protection hook, empty replay, new optimizer, counters."""
+        """CW's task change: protection hook, empty replay, optimizer reset, counters."""
         if not 0 <= task < self.num_tasks:
             raise ValueError(f"the env reports task {task}, outside this agent's 0..{self.num_tasks - 1}")
         self.current_task = task
@@ -547,7 +568,7 @@ class SAC:
         if self.config.reset_replay_on_task_change:
             self.replay.clear()
         if self.config.reset_optimizer_on_task_change:
-            self.optimizer = self._make_optimizer()
+            self.reset_optimizer()
 
     @torch.no_grad()  # not inference_mode: protections may cache tensors made here for later updates
     def _policy_action(self, obs: np.ndarray) -> np.ndarray:
@@ -745,6 +766,50 @@ class SAC:
         self._metric_count = int(logs["metric_count"])
         self._metric_names = list(logs["metric_names"])
         self._obs = None
+
+
+ADAM_MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+def reset_adam(old: torch.optim.Optimizer, new: torch.optim.Optimizer, mode: str = "moments") -> torch.optim.Optimizer:
+    """``new`` (a fresh Adam over the current parameters), carrying ``old``'s step counts when
+    ``mode="moments"``.
+
+    ``"moments"`` is Continual World's ``reset_optimizer`` (``continualworld/utils/utils.py``):
+    it zeroes every optimizer variable but the first, TF2's global ``iterations``, so the
+    first and second moments restart at zero while the bias correction ``1 - beta^t`` keeps
+    counting. torch keeps a step count per parameter; each parameter that ``old`` has
+    stepped keeps its own. (CW's one Keras Adam is applied three times per update, to
+    actor, critics and entropy coefficients, so its ``iterations`` grows by 3 per update;
+    after a task of updates the correction is 1 either way.) Since the count is kept, the
+    restarted moments are *not* bias-corrected: with a steady gradient, the step
+    ``m / sqrt(v)`` after ``k`` updates is ``(1 - 0.9^k) / sqrt(1 - 0.999^k)`` times Adam's
+    usual one, about 3.2 at ``k = 1``, 6.5 at ``k = 10``, 2.4 at 200 and 1.26 at 1,000: CW's
+    tasks start with larger steps than a fresh Adam would take.
+    ``"fresh"`` returns ``new`` as is: step counts restart and the bias correction with them.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.ones(2))
+        >>> adam = torch.optim.Adam([w])
+        >>> for _ in range(3):
+        ...     w.grad = torch.ones(2); adam.step()
+        >>> kept = reset_adam(adam, torch.optim.Adam([w]), "moments")
+        >>> float(kept.state[w]["step"]), kept.state[w]["exp_avg"].abs().sum().item()
+        (3.0, 0.0)
+        >>> len(reset_adam(adam, torch.optim.Adam([w]), "fresh").state)
+        0
+    """
+    if mode not in OPTIMIZER_RESETS:
+        raise ValueError(f"unknown optimizer reset {mode!r}; allowed: {', '.join(OPTIMIZER_RESETS)}")
+    if mode == "fresh":
+        return new
+    wanted = {id(p) for group in new.param_groups for p in group["params"]}
+    for p, state in old.state.items():
+        if id(p) not in wanted or "step" not in state:
+            continue
+        new.state[p] = {key: (torch.zeros_like(value) if key in ADAM_MOMENTS else value.clone())
+                        for key, value in state.items()}
+    return new
 
 
 def read_agent_file(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
