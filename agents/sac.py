@@ -51,7 +51,7 @@ import torch
 from torch import Tensor
 
 from contenv.atomic import atomic_file
-from agents.networks import CW_HIDDEN_SIZES, TRUNKS, Actor, NetworkConfig, TwinCritic, squashed_sample
+from agents.networks import CW_HIDDEN_SIZES, TRUNKS, Actor, NetworkConfig, TwinCritic, squashed_sample, sub_params
 from agents.protection import HOOKS, Protection, defines, make_protection
 from agents.replay import Batch, SequenceReplay, TransitionReplay
 
@@ -360,6 +360,11 @@ class SAC:
         """The weights the actor uses for ``task`` (the protection may supply them)."""
         return self.protection.task_parameters(self, task) if self._hooks["task_parameters"] else None
 
+    def critic_params(self, task: int) -> dict[str, Tensor] | None:
+        """The weights the critics use for ``task``'s updates (a protection may supply them,
+        e.g. a hypernetwork generating the critics); None: the critics' own."""
+        return self.protection.critic_parameters(self, task) if self._hooks.get("critic_parameters") else None
+
     def _initial_state(self, batch: int) -> PolicyState:
         return PolicyState(torch.zeros(batch, self.net_config.state_size, device=self.device),
                            torch.zeros(batch, self.spec.action_dim, device=self.device))
@@ -611,9 +616,9 @@ class SAC:
 
         log_alpha = self.log_alpha[task]
         alpha = log_alpha.detach().exp()
-        def encode(q, first, last):  # per-step critic features of observations first..last
+        def encode(q, first, last, q_params=None):  # per-step critic features of observations first..last
             if self.recurrent:
-                return q.encode(obs, batch.prev_action, batch.prev_reward)[0][:, first:last]
+                return q.encode(obs, batch.prev_action, batch.prev_reward, params=q_params)[0][:, first:last]
             return obs_now if first == 0 else obs_next
 
         with torch.no_grad():
@@ -621,13 +626,15 @@ class SAC:
                                        for q in self.target_critic.critics))
             backup = batch.reward + cfg.gamma * (1.0 - batch.terminated) * (target_q - alpha * next_logp)
 
+        critic_params = self.critic_params(self.current_task)  # None: the critics' own weights
         critic_loss, q_pi, q_taken = 0.0, [], []
-        for q in self.critic.critics:
-            features = encode(q, 0, steps)
-            value = q.values(features, batch.action, task)
+        for key, q in zip(("q1", "q2"), self.critic.critics):
+            q_params = None if critic_params is None else sub_params(critic_params, key)
+            features = encode(q, 0, steps, q_params)
+            value = q.values(features, batch.action, task, params=q_params)
             critic_loss = critic_loss + 0.5 * masked_mean((value - backup).square(), mask)
             q_taken.append(value)
-            frozen = {name: p.detach() for name, p in q.named_parameters()}
+            frozen = {name: p.detach() for name, p in (q_params or dict(q.named_parameters())).items()}
             q_pi.append(q.values(features.detach(), action_pi, task, params=frozen))
         actor_loss = masked_mean(alpha * logp_pi - torch.minimum(*q_pi), mask)
         alpha_loss = -masked_mean(log_alpha * (logp_pi.detach() + self.target_entropy), mask)
@@ -660,12 +667,22 @@ class SAC:
             torch.nn.utils.clip_grad_norm_(self._critic_params, self.config.clip_grad_norm)
         self.optimizer.step()
         with torch.no_grad():
-            torch._foreach_lerp_(self._target_params, self._critic_params, 1.0 - self.config.polyak)
+            torch._foreach_lerp_(self._target_params, self._polyak_sources(), 1.0 - self.config.polyak)
         values = torch.stack(list(metrics.values()))
         self._metric_sums = values if self._metric_sums is None else self._metric_sums + values
         self._metric_names = list(metrics)
         self.num_updates += 1
         self._metric_count += 1
+
+    def _polyak_sources(self) -> list[Tensor]:
+        """What the target critics move toward: the critics' weights, or the (updated)
+        weights a protection supplies for them (in ``target_critic`` order)."""
+        if not self._hooks.get("critic_parameters"):
+            return self._critic_params
+        generated = self.critic_params(self.current_task)
+        if generated is None:
+            return self._critic_params
+        return [generated[name].detach() for name, _ in self.critic.named_parameters()]
 
     def pop_metrics(self) -> dict[str, float]:
         """Training statistics since the last call: mean losses (``train/...``), the

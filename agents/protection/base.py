@@ -10,7 +10,7 @@ hook                          when the agent calls it                           
                               exist, no optimizer yet, nothing stored, nothing        swaps the replay)
                               restored from a checkpoint
 ``on_task_start(agent, t)``   a new task begins: before the replay is cleared and     PackNet, HNET, replay
-                              the fresh optimizer is made (so new parameters join it)
+                              the optimizer is reset (rebuilt: new tensors join it)
 ``on_task_end(agent, t)``     the task's budget is spent; its replay still holds      EWC/MAS, PackNet, A-GEM,
                               the task's data; before the evaluation of that step     BC, HNET
 ``loss(agent, batch)``        every update; the returned scalar is added to the       L2, EWC, MAS, HNET, BC
@@ -22,6 +22,10 @@ hook                          when the agent calls it                           
                               or partial) or None for the actor's own
 ``trainable_parameters(agent)`` when an optimizer is made: extra tensors the method    HNET
                               trains together with the agent
+``critic_parameters(agent, t)`` every update: a full dict of critic weights (named as     HNET (generate_critic)
+                              ``agent.critic``) the SAC losses use instead of the
+                              critics' own, or None; the target critics then track
+                              these (detached) in the polyak update
 ``state_dict()`` /            checkpoint / resume                                     all
 ``load_state_dict(state)``
 ============================  ======================================================  ==========================
@@ -58,7 +62,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from agents.replay import Batch
     from agents.sac import SAC
 
-HOOKS = ("setup", "on_task_start", "on_task_end", "loss", "after_backward", "task_parameters", "trainable_parameters")
+HOOKS = ("setup", "on_task_start", "on_task_end", "loss", "after_backward", "task_parameters", "trainable_parameters",
+         "critic_parameters")
 
 
 class Protection:
@@ -94,6 +99,10 @@ class Protection:
     def trainable_parameters(self, agent: "SAC") -> list[Tensor]:
         """Extra tensors for the agent's optimizer."""
         return []
+
+    def critic_parameters(self, agent: "SAC", task: int) -> dict[str, Tensor] | None:
+        """Critic weights for the updates of ``task`` (None: the critics' own)."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         return copy.deepcopy(vars(self))
