@@ -167,7 +167,7 @@ def test_generated_critics_train_and_the_targets_follow_them() -> None:
     # The target critics track the generated weights (polyak 0.995), not the unused own ones.
     generated = hnet.critic_parameters(agent, agent.current_task)
     target = dict(agent.target_critic.named_parameters())
-    gap_generated = sum(float((target[n] - generated[n]).square().sum()) for n in target)
+    gap_generated = sum(float((target[n] - generated[n].detach()).square().sum()) for n in target)
     gap_own = sum(float((target[n] - own[n]).square().sum()) for n in target)
     assert gap_generated < gap_own
     # The regulariser covers the generated critic weights too.

@@ -185,9 +185,31 @@ def test_latex_format_escapes_names(cli, capsys, tmp_path):
 def test_compare_published_appends_the_published_rows(cli, capsys, runs):
     code, out, _ = run_cli(cli, capsys, runs, "--compare-published", "cw20")
     lines = out.splitlines()
-    assert "| packnet (CW20 2021, published) | - | 0.80 [0.79, 0.82] | -0.00 [-0.01, 0.01] | 0.18 [0.14, 0.21] |" in lines
+    assert ("| packnet (CW20 2021, published, Meta-World v1) | - | 0.80 [0.79, 0.82] | -0.00 [-0.01, 0.01] | "
+            "0.18 [0.14, 0.21] |") in lines
     assert "| finetune | 3 | 0.60 [0.60, 0.60] | 0.40 [0.40, 0.40] | n/a |" in lines
     assert sum("published" in line for line in lines) == 8
+
+
+@pytest.mark.parametrize("fmt", ["md", "latex", "csv"])
+def test_published_rows_say_in_the_table_that_they_are_meta_world_v1(cli, capsys, runs, fmt):
+    code, out, _ = run_cli(cli, capsys, runs, "--compare-published", "cw10", "--format", fmt)
+    assert code == 0
+    published = [line for line in out.splitlines() if "published" in line]
+    assert published and all("Meta-World v1" in line for line in published)
+    if fmt != "csv":  # the table's own note: which version each side ran
+        assert "12-dim observations, v1 rewards" in out and "Meta-World v3" in out
+    code, out, _ = run_cli(cli, capsys, runs, "--format", fmt)
+    assert "Meta-World v1" not in out  # nothing to say without published rows
+
+
+def test_per_task_targets_and_rt_from_the_shipped_matrix_are_marked_v1(cli, capsys, runs, references, tmp_path):
+    code, out, _ = run_cli(cli, capsys, runs, "--per-task")
+    assert code == 0 and "transfer target (source) [shipped CW10 matrix, Meta-World v1]" in out
+    own = tmp_path / "own.csv"
+    own.write_text("source,a,b\na,0.0,0.1\nb,0.2,0.0\n")
+    code, out, _ = run_cli(cli, capsys, runs, "--per-task", "--transfer-matrix", own)
+    assert code == 0 and "Meta-World v1" not in out
 
 
 def test_plots_are_written(cli, capsys, runs, references, tmp_path):
