@@ -140,6 +140,9 @@ class _SeedLoss(nn.Module):
     def actor_params(self, task: int) -> None:
         return None
 
+    def critic_params(self, task: int) -> None:
+        return None
+
     def _noise(self, like: Tensor) -> Tensor:
         noise = self._noises.pop(0)
         if noise.shape != like.shape:

@@ -16,16 +16,18 @@ World (Wolczyk et al., NeurIPS 2021; ``continualworld/sac/sac.py``):
   multiple of 50 from 1,000 on (CW's ``current_task_timestep``: so no round on a task's
   last step);
 - bootstrapping through time limits and task switches (only ``terminated`` stops it);
-- Keras' LayerNorm epsilon 1e-3 and Adam epsilon 1e-7 (see :mod:`agents.networks`).
+- Keras' LayerNorm epsilon 1e-3 and Adam epsilon 1e-7 (see :mod:`agents.networks`);
+- actor, critic and entropy losses from one batch, one backward pass and one optimizer
+  step (the actor's ``Q`` uses detached critic weights, so its gradient reaches only the
+  actor, as in CW's separate gradient tapes); the critics run on weights a protection
+  supplies (the ``critic_parameters`` hook, e.g. generated ones) when it does, and the
+  target critics then follow those.
 
 Documented differences from CW's code: CW acts uniformly at random while its 0-based step
 index is ``<= start_steps``, i.e. 10,001 steps per task, we take ``random_steps`` = 10,000
 (one step of a million; ``random_steps=10_001`` reproduces it exactly); CW's single Keras Adam
 is applied three times per update (actor, critics, entropy coefficients), so its step
 count grows by 3 per update (see :func:`reset_adam`).
-- actor, critic and entropy losses from one batch, one backward pass and one optimizer
-  step (the actor's ``Q`` uses detached critic weights, so its gradient reaches only the
-  actor, as in CW's separate gradient tapes).
 
 Recurrent agents store whole episodes in a :class:`~agents.replay.SequenceReplay` and
 learn on sub-sequences; their recurrent state starts at zero at every episode start
