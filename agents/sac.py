@@ -140,8 +140,9 @@ class SACConfig:
         if self.heads not in HEADS:
             raise ValueError(f"unknown heads {self.heads!r}; allowed: {', '.join(HEADS)}")
         if self.optimizer_reset not in OPTIMIZER_RESETS:
-            raise ValueError(f"unknown optimizer_reset {self.optimizer_reset!r}; allowed: {', '.join(OPTIMIZER_RESETS)} "
-                             "(moments: zero Adam's moments, keep its step count, as Continual World; fresh: a new Adam)")
+            raise ValueError(f"unknown optimizer_reset {self.optimizer_reset!r}; allowed: "
+                             f"{', '.join(OPTIMIZER_RESETS)} (moments: zero Adam's moments, keep its step count, "
+                             "as Continual World; fresh: a new Adam)")
         if self.trunk != "mlp" and self.replay_mode != "fifo":
             raise ValueError("recurrent agents replay whole episodes: replay_mode must be 'fifo'")
         for name in ("batch_size", "replay_size", "update_every", "seq_len"):

@@ -201,6 +201,6 @@ def summed_row_jacobians(
 
 __all__ = [
     "HEAD_PREFIXES", "QUANTITIES", "Rows", "actor_inputs", "batch_to_rows", "cat_rows", "check_quantity",
-    "is_last_task", "memory_rows", "policy_mean", "rows_count", "rows_to_batch", "run_actor", "sample_rows", "sample_task_rows", "shared_actor_names",
-    "summed_row_jacobians", "take_rows",
+    "is_last_task", "memory_rows", "policy_mean", "rows_count", "rows_to_batch", "run_actor", "sample_rows",
+    "sample_task_rows", "shared_actor_names", "summed_row_jacobians", "take_rows",
 ]
