@@ -1,7 +1,7 @@
 """Seed batching: K seeds of one SAC configuration trained in one process, parameters stacked.
 
 Every seed is a full :class:`~agents.sac.SAC` (its own env, replay, generators, counters,
-episode log), so the Continual World rules (task change: empty replay, fresh optimizer,
+episode log), so the Continual World rules (task change: empty replay, optimizer reset,
 random steps, update schedule) are the very code of ``agents/sac.py``. What changes:
 
 - **weights**: actor, critics, target critics and ``log_alpha`` of all seeds live in
@@ -48,7 +48,7 @@ from agents.finite import check_update
 from agents.networks import Actor, TwinCritic, squashed_sample
 from agents.protection import HOOKS
 from agents.replay import Batch
-from agents.sac import SAC, Callback, SACConfig, _callbacks
+from agents.sac import SAC, Callback, SACConfig, _callbacks, reset_adam
 
 SUPPORTED_PROTECTIONS = ("finetune",)
 _BATCH_FIELDS = ("obs", "action", "reward", "terminated", "task", "mask", "prev_action", "prev_reward",
@@ -141,6 +141,9 @@ class _SeedLoss(nn.Module):
     _window_states = SAC._window_states
 
     def actor_params(self, task: int) -> None:
+        return None
+
+    def critic_params(self, task: int) -> None:
         return None
 
     def _noise(self, like: Tensor) -> Tensor:
@@ -311,9 +314,9 @@ class BatchedSAC:
         if any(a.task_steps != lead.task_steps or a.current_task != lead.current_task for a in self.agents):
             raise RuntimeError("the seeds left lockstep (their envs change task at different steps); "
                                "seed batching needs envs with the same task budget")
-        if lead.current_task != self._task_of_optimizer:  # CW: a fresh optimizer at every task start
+        if lead.current_task != self._task_of_optimizer:  # CW: the optimizer reset at every task start
             if self.config.reset_optimizer_on_task_change:
-                self.optimizer = self._make_optimizer()
+                self.optimizer = reset_adam(self.optimizer, self._make_optimizer(), self.config.optimizer_reset)
             self._task_of_optimizer = lead.current_task
         if self.recurrent or lead.task_steps >= self.config.random_steps:
             self._act()

@@ -144,17 +144,22 @@ def pick_head(out: Tensor, task: Tensor | None, num_heads: int) -> Tensor:
 
 
 class MLPBody(nn.Module):
-    """CW body: ``Linear -> LayerNorm -> tanh``, then ``Linear -> leaky ReLU`` per layer."""
+    """CW body: ``Linear -> LayerNorm -> tanh``, then ``Linear -> leaky ReLU`` per layer.
+
+    The LayerNorm's epsilon is 1e-3, Keras' ``LayerNormalization`` default (CW's), not torch's 1e-5.
+    """
+
+    NORM_EPS = 1e-3
 
     def __init__(self, input_dim: int, hidden_sizes: tuple[int, ...]) -> None:
         super().__init__()
         sizes = (input_dim, *hidden_sizes)
         self.layers = nn.ModuleList(_glorot_linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.norm = nn.LayerNorm(hidden_sizes[0])
+        self.norm = nn.LayerNorm(hidden_sizes[0], eps=self.NORM_EPS)
 
     def run(self, p: Params, prefix: str, x: Tensor) -> Tensor:
         x = _linear(p, prefix + "layers.0", x)
-        x = torch.tanh(F.layer_norm(x, x.shape[-1:], p[prefix + "norm.weight"], p[prefix + "norm.bias"]))
+        x = torch.tanh(F.layer_norm(x, x.shape[-1:], p[prefix + "norm.weight"], p[prefix + "norm.bias"], self.NORM_EPS))
         for i in range(1, len(self.layers)):
             x = F.leaky_relu(_linear(p, f"{prefix}layers.{i}", x), LEAKY_RELU_SLOPE)
         return x

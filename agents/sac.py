@@ -8,14 +8,27 @@ World (Wolczyk et al., NeurIPS 2021; ``continualworld/sac/sac.py``):
 - Adam, lr 1e-3, batch 128, gamma 0.99, polyak 0.995, FIFO replay of 1e6 steps;
 - one learned entropy coefficient per task (``log_alpha[task]``, initialised to 1 as in
   CW), target entropy ``-|A|``;
-- at each task start: the protection's ``on_task_start``, the replay emptied and a new
-  optimizer object (not only zeroed); then 10,000 uniform-random actions (a protection
-  may act with an earlier task's policy instead: ``exploration_task``, ClonEx), updates from
-  the 1,000th step of the task on, 50 updates after every 50th step;
+- at each task start: the protection's ``on_task_start``, the replay emptied and Adam's
+  moments zeroed while its step count is kept (CW's ``reset_optimizer`` skips the TF2
+  optimizer's ``iterations``, so bias correction does not restart;
+  ``optimizer_reset="fresh"`` makes a new Adam instead); then 10,000 uniform-random actions
+  (a protection may act with an earlier task's policy instead: ``exploration_task``,
+  ClonEx) and rounds of 50 updates after the steps whose 0-based index within the task is
+  a multiple of 50 from 1,000 on (CW's ``current_task_timestep``: so no round on a task's
+  last step);
 - bootstrapping through time limits and task switches (only ``terminated`` stops it);
+- Keras' LayerNorm epsilon 1e-3 and Adam epsilon 1e-7 (see :mod:`agents.networks`);
 - actor, critic and entropy losses from one batch, one backward pass and one optimizer
   step (the actor's ``Q`` uses detached critic weights, so its gradient reaches only the
-  actor, as in CW's separate gradient tapes).
+  actor, as in CW's separate gradient tapes); the critics run on weights a protection
+  supplies (the ``critic_parameters`` hook, e.g. generated ones) when it does, and the
+  target critics then follow those.
+
+Documented differences from CW's code: CW acts uniformly at random while its 0-based step
+index is ``<= start_steps``, i.e. 10,001 steps per task, we take ``random_steps`` = 10,000
+(one step of a million; ``random_steps=10_001`` reproduces it exactly); CW's single Keras Adam
+is applied three times per update (actor, critics, entropy coefficients), so its step
+count grows by 3 per update (see :func:`reset_adam`).
 
 Recurrent agents store whole episodes in a :class:`~agents.replay.SequenceReplay` and
 learn on sub-sequences; their recurrent state starts at zero at every episode start
@@ -49,7 +62,8 @@ from torch import Tensor
 
 from contenv.atomic import atomic_file
 from agents.finite import check_finite_state, check_observations, check_transition, check_update, end_replay_episode
-from agents.networks import CW_HIDDEN_SIZES, TRUNKS, Actor, NetworkConfig, TwinCritic, shared_input_features, squashed_sample
+from agents.networks import (CW_HIDDEN_SIZES, TRUNKS, Actor, NetworkConfig, TwinCritic, shared_input_features,
+                             squashed_sample, sub_params)
 from agents.protection import HOOKS, Protection, defines, make_protection
 from agents.replay import Batch, SequenceReplay, TransitionReplay, check_window
 
@@ -57,6 +71,7 @@ HEADS = ("auto", "multi", "single")
 CW_BATCH = 128  # transitions per update (Continual World)
 RECURRENT_BATCH = 4  # windows per update of a recurrent agent (see SACConfig)
 RECURRENT_HIDDEN_SIZES = (256, 256)
+OPTIMIZER_RESETS = ("moments", "fresh")
 SAVE_FORMAT = "contenv-sac-v1"
 
 
@@ -105,7 +120,10 @@ class SACConfig:
         update_every: steps between rounds of updates.
         gradient_steps: updates per round (None: ``update_every``, one per step).
         reset_replay_on_task_change: empty the replay at each task start (CW: yes).
-        reset_optimizer_on_task_change: a new optimizer at each task start (CW: yes).
+        reset_optimizer_on_task_change: reset the optimizer at each task start (CW: yes).
+        optimizer_reset: how: ``"moments"`` zeroes Adam's moments and keeps its step
+            count (CW's ``reset_optimizer``), ``"fresh"`` makes a new Adam (step count 0,
+            bias correction restarts). PackNet's resets around retraining follow it too.
         clip_grad_norm: clip the actor's and the critics' gradient norms separately (None: off).
     """
 
@@ -134,6 +152,7 @@ class SACConfig:
     gradient_steps: int | None = None
     reset_replay_on_task_change: bool = True
     reset_optimizer_on_task_change: bool = True
+    optimizer_reset: str = "moments"
     clip_grad_norm: float | None = None
 
     def __post_init__(self) -> None:
@@ -152,6 +171,10 @@ class SACConfig:
             raise ValueError(f"chrono_horizon must be >= 0 (0: plain initialisation), got {self.chrono_horizon}")
         if self.heads not in HEADS:
             raise ValueError(f"unknown heads {self.heads!r}; allowed: {', '.join(HEADS)}")
+        if self.optimizer_reset not in OPTIMIZER_RESETS:
+            raise ValueError(f"unknown optimizer_reset {self.optimizer_reset!r}; allowed: "
+                             f"{', '.join(OPTIMIZER_RESETS)} (moments: zero Adam's moments, keep its step count, "
+                             "as Continual World; fresh: a new Adam)")
         if self.trunk != "mlp" and self.replay_mode != "fifo":
             raise ValueError("recurrent agents replay whole episodes: replay_mode must be 'fifo'")
         for name in ("batch_size", "replay_size", "update_every", "seq_len"):
@@ -390,9 +413,22 @@ class SAC:
         except (RuntimeError, ValueError):
             return torch.optim.Adam(params, lr=self.config.lr, eps=self.config.adam_eps)
 
+    def reset_optimizer(self, mode: str | None = None) -> None:
+        """Reset Adam as ``mode`` (default ``config.optimizer_reset``) says; see :func:`reset_adam`.
+
+        The optimizer is rebuilt over :meth:`trainable_parameters` either way, so tensors
+        a protection adds at a task start join it.
+        """
+        self.optimizer = reset_adam(self.optimizer, self._make_optimizer(), mode or self.config.optimizer_reset)
+
     def actor_params(self, task: int) -> dict[str, Tensor] | None:
         """The weights the actor uses for ``task`` (the protection may supply them)."""
         return self.protection.task_parameters(self, task) if self._hooks["task_parameters"] else None
+
+    def critic_params(self, task: int) -> dict[str, Tensor] | None:
+        """The weights the critics use for ``task``'s updates (a protection may supply them,
+        e.g. a hypernetwork generating the critics); None: the critics' own."""
+        return self.protection.critic_parameters(self, task) if self._hooks.get("critic_parameters") else None
 
     def _initial_state(self, batch: int) -> PolicyState:
         return PolicyState(torch.zeros(batch, self.net_config.state_size, device=self.device),
@@ -578,7 +614,8 @@ class SAC:
                 self._prev_action = torch.as_tensor(action, device=self.device).view(1, 1, -1)
                 self._prev_reward = torch.full((1, 1), float(reward), device=self.device)
         cfg = self.config
-        if self.task_steps >= cfg.update_after and self.task_steps % cfg.update_every == 0:
+        index = self.task_steps - 1  # CW's current_task_timestep of the step just taken
+        if index >= cfg.update_after and index % cfg.update_every == 0:
             for _ in range(cfg.gradient_steps or cfg.update_every):
                 self.gradient_step()
         self.task_ended = bool(info.get("task_switch", False))
@@ -604,7 +641,7 @@ class SAC:
             self._prev_reward = torch.zeros(1, 1, device=self.device)
 
     def _start_task(self, task: int) -> None:
-        """CW's task change: protection hook, empty replay, new optimizer, counters."""
+        """CW's task change: protection hook, empty replay, optimizer reset, counters."""
         if not 0 <= task < self.num_tasks:
             raise ValueError(f"the env reports task {task}, outside this agent's 0..{self.num_tasks - 1}")
         self.current_task = task
@@ -616,7 +653,7 @@ class SAC:
         if self.config.reset_replay_on_task_change:
             self.replay.clear()
         if self.config.reset_optimizer_on_task_change:
-            self.optimizer = self._make_optimizer()
+            self.reset_optimizer()
 
     @torch.no_grad()  # not inference_mode: protections may cache tensors made here for later updates
     def _policy_action(self, obs: np.ndarray, task: int | None = None) -> np.ndarray:
@@ -647,10 +684,12 @@ class SAC:
         task_ext = torch.cat([task, task[:, -1:]], dim=1)
         params = self.actor_params(self.current_task)
 
+        critic_params = self.critic_params(self.current_task)  # None: the critics' own weights
         if self.recurrent:  # one pass of every cell over all T + 1 observations serves every term
-            start = self._window_states(batch, params)
+            q_params = {key: None if critic_params is None else sub_params(critic_params, key) for key in ("q1", "q2")}
+            start = self._window_states(batch, params, q_params)
             names = ("actor", "q1", "q2", "target_q1", "target_q2")
-            trunks = [(self.actor, params), (self.critic.q1, None), (self.critic.q2, None),
+            trunks = [(self.actor, params), (self.critic.q1, q_params["q1"]), (self.critic.q2, q_params["q2"]),
                       (self.target_critic.q1, None), (self.target_critic.q2, None)]
             features = dict(zip(names, shared_input_features(trunks, obs, batch.prev_action, batch.prev_reward,
                                                              [start.get(name) for name in names])))
@@ -679,12 +718,13 @@ class SAC:
             backup = batch.reward + cfg.gamma * (1.0 - batch.terminated) * (target_q - alpha * next_logp)
 
         critic_loss, q_pi, q_taken = 0.0, [], []
-        for name, q in zip(("q1", "q2"), self.critic.critics):
-            feats = encode(name, 0, steps)
-            value = q.values(feats, batch.action, task)
+        for key, q in zip(("q1", "q2"), self.critic.critics):
+            q_params = None if critic_params is None else sub_params(critic_params, key)
+            feats = encode(key, 0, steps)
+            value = q.values(feats, batch.action, task, params=q_params)
             critic_loss = critic_loss + 0.5 * masked_mean((value - backup).square(), mask)
             q_taken.append(value)
-            frozen = {name: p.detach() for name, p in q.named_parameters()}
+            frozen = {name: p.detach() for name, p in (q_params or dict(q.named_parameters())).items()}
             q_pi.append(q.values(feats.detach(), action_pi, task, params=frozen))
         actor_loss = masked_mean(alpha * logp_pi - torch.minimum(*q_pi), mask)
         alpha_loss = -masked_mean(log_alpha * (logp_pi.detach() + self.target_entropy), mask)
@@ -704,7 +744,7 @@ class SAC:
         }
         return loss, metrics
 
-    def _window_states(self, batch: Batch, actor_params) -> dict[str, Tensor]:
+    def _window_states(self, batch: Batch, actor_params, critic_params: dict | None = None) -> dict[str, Tensor]:
         """Every network's recurrent state at its windows' start: an unroll over the
         batch's prefix without gradient (empty when every window starts its episode)."""
         if batch.prefix_obs is None or batch.prefix_obs.shape[1] == 0:
@@ -713,7 +753,7 @@ class SAC:
                   batch.prefix_mask)
         states = {"actor": self.actor.initial_state(*inputs, params=actor_params)}
         for name in ("q1", "q2"):
-            states[name] = getattr(self.critic, name).initial_state(*inputs)
+            states[name] = getattr(self.critic, name).initial_state(*inputs, params=(critic_params or {}).get(name))
             states[f"target_{name}"] = getattr(self.target_critic, name).initial_state(*inputs)
         return states
 
@@ -733,11 +773,21 @@ class SAC:
                      f"update {self.num_updates + 1} at env step {self.num_timesteps} (task {self.current_task})")
         self.optimizer.step()
         with torch.no_grad():
-            torch._foreach_lerp_(self._target_params, self._critic_params, 1.0 - self.config.polyak)
+            torch._foreach_lerp_(self._target_params, self._polyak_sources(), 1.0 - self.config.polyak)
         self._metric_sums = values if self._metric_sums is None else self._metric_sums + values
         self._metric_names = list(metrics)
         self.num_updates += 1
         self._metric_count += 1
+
+    def _polyak_sources(self) -> list[Tensor]:
+        """What the target critics move toward: the critics' weights, or the (updated)
+        weights a protection supplies for them (in ``target_critic`` order)."""
+        if not self._hooks.get("critic_parameters"):
+            return self._critic_params
+        generated = self.critic_params(self.current_task)
+        if generated is None:
+            return self._critic_params
+        return [generated[name].detach() for name, _ in self.critic.named_parameters()]
 
     def pop_metrics(self) -> dict[str, float]:
         """Training statistics since the last call: mean losses (``train/...``), the
@@ -844,6 +894,50 @@ class SAC:
         self._metric_names = list(logs["metric_names"])
         self._nonfinite_episodes = int(logs.get("nonfinite_episodes", 0))
         self._obs = None
+
+
+ADAM_MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+def reset_adam(old: torch.optim.Optimizer, new: torch.optim.Optimizer, mode: str = "moments") -> torch.optim.Optimizer:
+    """``new`` (a fresh Adam over the current parameters), carrying ``old``'s step counts when
+    ``mode="moments"``.
+
+    ``"moments"`` is Continual World's ``reset_optimizer`` (``continualworld/utils/utils.py``):
+    it zeroes every optimizer variable but the first, TF2's global ``iterations``, so the
+    first and second moments restart at zero while the bias correction ``1 - beta^t`` keeps
+    counting. torch keeps a step count per parameter; each parameter that ``old`` has
+    stepped keeps its own. (CW's one Keras Adam is applied three times per update, to
+    actor, critics and entropy coefficients, so its ``iterations`` grows by 3 per update;
+    after a task of updates the correction is 1 either way.) Since the count is kept, the
+    restarted moments are *not* bias-corrected: with a steady gradient, the step
+    ``m / sqrt(v)`` after ``k`` updates is ``(1 - 0.9^k) / sqrt(1 - 0.999^k)`` times Adam's
+    usual one, about 3.2 at ``k = 1``, 6.5 at ``k = 10``, 2.4 at 200 and 1.26 at 1,000: CW's
+    tasks start with larger steps than a fresh Adam would take.
+    ``"fresh"`` returns ``new`` as is: step counts restart and the bias correction with them.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.ones(2))
+        >>> adam = torch.optim.Adam([w])
+        >>> for _ in range(3):
+        ...     w.grad = torch.ones(2); adam.step()
+        >>> kept = reset_adam(adam, torch.optim.Adam([w]), "moments")
+        >>> float(kept.state[w]["step"]), kept.state[w]["exp_avg"].abs().sum().item()
+        (3.0, 0.0)
+        >>> len(reset_adam(adam, torch.optim.Adam([w]), "fresh").state)
+        0
+    """
+    if mode not in OPTIMIZER_RESETS:
+        raise ValueError(f"unknown optimizer reset {mode!r}; allowed: {', '.join(OPTIMIZER_RESETS)}")
+    if mode == "fresh":
+        return new
+    wanted = {id(p) for group in new.param_groups for p in group["params"]}
+    for p, state in old.state.items():
+        if id(p) not in wanted or "step" not in state:
+            continue
+        new.state[p] = {key: (torch.zeros_like(value) if key in ADAM_MOMENTS else value.clone())
+                        for key, value in state.items()}
+    return new
 
 
 def read_agent_file(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:

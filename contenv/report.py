@@ -55,10 +55,16 @@ Format = Literal["md", "latex", "csv"]
 METRICS = ("performance", "forgetting", "forward_transfer")
 HEADERS = {"performance": "performance", "forgetting": "forgetting", "forward_transfer": "forward transfer"}
 PUBLISHED_SOURCES = {
-    "cw20": "published CW20 (Wolczyk et al. 2021)",
-    "cw10": "published CW10 (Wolczyk et al. 2022)",
+    "cw20": "published CW20 (Wolczyk et al. 2021), Meta-World v1",
+    "cw10": "published CW10 (Wolczyk et al. 2022), Meta-World v1",
 }
-PUBLISHED_LABELS = {"cw20": "CW20 2021, published", "cw10": "CW10 2022, published"}
+PUBLISHED_LABELS = {"cw20": "CW20 2021, published, Meta-World v1", "cw10": "CW10 2022, published, Meta-World v1"}
+# The published tables and the shipped transfer matrix were run on Meta-World v1 (CW's pinned commit):
+# 12-dim observations and v1 rewards. Our scenarios run v3 (39-dim observations, v2 rewards by default).
+PUBLISHED_NOTE = ("rows marked Meta-World v1 come from the papers (12-dim observations, v1 rewards); "
+                  "runs here use Meta-World v3 (39-dim observations, v2 rewards by default): "
+                  "a different benchmark version, so compare orderings and gaps, not digits")
+SHIPPED_MATRIX_NOTE = "shipped CW10 matrix, Meta-World v1"
 
 # Reference AUCs: (task, steps_per_task or None when unknown) -> one AUC per reference run.
 ReferenceSet = dict[tuple[str, "int | None"], list[float]]
@@ -339,7 +345,7 @@ def table_rows(
 
     Example:
         >>> table_rows([], compare_published="cw20").iloc[0][["method", "performance", "source"]].tolist()
-        ['fine-tuning', 0.05, 'published CW20 (Wolczyk et al. 2021)']
+        ['fine-tuning', 0.05, 'published CW20 (Wolczyk et al. 2021), Meta-World v1']
     """
     records = []
     for report in reports:
@@ -444,6 +450,8 @@ def render_markdown(
     for scenario, table in _sections(reports, compare_published):
         lines = [f"### {scenario}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cells) + " |" for cells in _cells(table)]
+        if (table["source"] != "runs").any():
+            lines.append("| note: " + PUBLISHED_NOTE + " |" + " |" * (len(header) - 1))
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
@@ -474,6 +482,9 @@ def render_latex(
             r"\midrule",
         ]
         lines += [" & ".join(_latex_escape(c) for c in cells) + r" \\" for cells in _cells(table)]
+        if (table["source"] != "runs").any():
+            lines += [r"\midrule", r"\multicolumn{5}{p{0.9\linewidth}}{\footnotesize Note: "
+                      + _latex_escape(PUBLISHED_NOTE) + r".} \\"]
         lines += [r"\bottomrule", r"\end{tabular}"]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
@@ -536,12 +547,17 @@ def per_task_rows(
     return pd.DataFrame(records)
 
 
-def render_per_task(report: ScenarioReport, matrix: tuple[list[str], Tensor] | None, fmt: Format) -> str:
-    """:func:`per_task_rows` as a table in ``fmt``."""
+def render_per_task(report: ScenarioReport, matrix: tuple[list[str], Tensor] | None, fmt: Format,
+                    matrix_note: str | None = None) -> str:
+    """:func:`per_task_rows` as a table in ``fmt``; ``matrix_note`` (e.g.
+    :data:`SHIPPED_MATRIX_NOTE`) says where the transfer targets come from, in the header."""
     rows = per_task_rows(report, matrix)
     if fmt == "csv":
+        if matrix_note:
+            rows["transfer_target_matrix"] = matrix_note
         return rows.to_csv(index=False, float_format="%.4f").rstrip("\n")
-    header = ["method", "#", "task", "forgetting", "forward transfer", "transfer target (source)"]
+    target_header = "transfer target (source)" + (f" [{matrix_note}]" if matrix_note else "")
+    header = ["method", "#", "task", "forgetting", "forward transfer", target_header]
     body = []
     for _, r in rows.iterrows():
         ests = [Estimate(*(torch.tensor(float(r[m + s])) for s in ("", "_lo", "_hi"))) for m in ("forgetting", "forward_transfer")]

@@ -11,6 +11,13 @@ and reward version, and every agent argument of ``contenv train``) into
 which ``contenv report --reference <out-dir>`` reads. Finished runs are skipped;
 ``--resume`` continues unfinished ones.
 
+Reference runs are plain SAC, as Continual World's ``run_single.py`` (which builds the bare
+``SAC`` class, no continual-learning method): with one task there is nothing to protect,
+and a method's side effects (PackNet's pruning, a regulariser's anchor, a replay's batch
+size) would make the reference something other than "the same agent learning the task from
+scratch". ``--protection`` other than ``finetune`` is therefore refused, before anything is
+created.
+
 Example:
     contenv reference --scenario contenv/CW10-v0 --seeds 0-2 --out-dir runs/reference/cw10
     contenv report runs/cw10 --reference runs/reference/cw10
@@ -44,8 +51,22 @@ class ReferenceArgs(TrainArgs):
     """Run only these tasks of the scenario (default: all of them)."""
 
 
+def check_plain_sac(args: ReferenceArgs) -> None:
+    """Refuse a protection method: reference runs are plain SAC (CW's ``run_single.py``).
+
+    Raises:
+        ValueError: ``--protection`` is not ``finetune`` or ``--protection-kwargs`` is not empty.
+    """
+    if args.protection != "finetune" or args.protection_kwargs.strip() not in ("", "{}"):
+        raise ValueError(
+            f"reference runs are plain SAC, as Continual World's run_single.py (no continual-learning method), "
+            f"but --protection {args.protection} --protection-kwargs {args.protection_kwargs} was given; "
+            "drop --protection (the default, finetune, is plain SAC)")
+
+
 def reference_runs(args: ReferenceArgs) -> list[Path]:
     """Train (or skip, when finished) one run per distinct task and seed; their directories."""
+    check_plain_sac(args)
     scenario = make_scenario(args)
     tasks = list(dict.fromkeys(scenario.task_names))  # CW20 repeats CW10: each task once
     unknown = sorted(set(args.only_tasks) - set(tasks))

@@ -24,6 +24,7 @@ import tyro
 
 from contenv import metrics
 from contenv.report import (
+    SHIPPED_MATRIX_NOTE,
     ReferenceSet,
     build_reports,
     published_notes,
@@ -49,13 +50,13 @@ class Args:
     plots: Optional[Path] = None
     """Directory for the plots (task curves, average performance, forgetting, transfer matrix) and per-task CSVs."""
     compare_published: Optional[Literal["cw20", "cw10"]] = None
-    """Show the published CW20 (2021) or CW10 (2022) rows beside runs of that task list (with a note when budgets differ)."""
+    """Show the published CW20 (2021) or CW10 (2022) rows beside runs of that task list (with a note when budgets differ; they were run on Meta-World v1, and marked so)."""
     device: Literal["cpu", "cuda"] = "cpu"
     """Where the metrics and bootstrap run."""
     per_task: bool = False
     """Also print, per task: forgetting, forward transfer reached and the transfer target max_{j<i} FT(j, i)."""
     transfer_matrix: Optional[Path] = None
-    """Transfer matrix CSV for targets and heatmaps (default: the shipped CW10 matrix of Continual World; scenarios it does not cover get no heatmap)."""
+    """Transfer matrix CSV for targets and heatmaps (default: the shipped CW10 matrix of Continual World, measured on Meta-World v1; scenarios it does not cover get no heatmap)."""
     final_points: int = metrics.FINAL_POINTS
     """Eval points averaged for final and end-of-task values (Continual World: 5); at most the eval points of a task window."""
 
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     matrix_source = (f"the transfer matrix {args.transfer_matrix}" if args.transfer_matrix is not None
-                     else "Continual World's CW10 transfer matrix (shipped)")
+                     else f"Continual World's CW10 transfer matrix ({SHIPPED_MATRIX_NOTE})")
+    matrix_note = SHIPPED_MATRIX_NOTE if args.transfer_matrix is None else None  # the published one is v1
 
     runs, errors = load_runs(args.run_dirs)
     reference, ref_errors = load_reference(args.reference)
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.per_task:
         for report in reports:
             print()
-            print(render_per_task(report, matrix, args.format))
+            print(render_per_task(report, matrix, args.format, matrix_note))
     if args.plots is not None:
         written = write_plots(reports, args.plots, matrix, matrix_source)
         print(f"wrote {len(written)} files to {args.plots}", file=sys.stderr)

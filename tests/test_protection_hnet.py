@@ -1,8 +1,10 @@
 """Hypernetwork protection through the real agent: old tasks' generated weights hold still
-under the output regulariser and drift without it; sizes, snapshot and checkpoints."""
+under the regulariser (on the generated weights, hypnettorch's calc_fix_target_reg) and drift
+without it; generated critics; sizes, snapshot and checkpoints."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import gymnasium as gym
@@ -42,24 +44,42 @@ def raw_output(hnet: HyperNetwork, task: int) -> torch.Tensor:
         return hnet.net(hnet.net.task_embeddings[task].detach()[None])[0].clone()
 
 
+def generated_weights(hnet: HyperNetwork, task: int, net=None) -> dict[str, torch.Tensor]:
+    """The weights ``base + scale * raw`` of ``task`` by hand from the targets (one head), with ``net``'s outputs."""
+    net = net or hnet.net
+    with torch.no_grad():
+        raw = net(net.task_embeddings[task].detach()[None])[0]
+    out, start = {}, 0
+    for name, shape, base, scale, _ in hnet.targets:
+        n = math.prod(shape)
+        out[name] = base + scale * raw[start : start + n].view(shape)
+        start += n
+    return out
+
+
+def flat(weights: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([v.flatten() for v in weights.values()])
+
+
 def old_task_drift(trunk: str, beta: float) -> float:
     """Relative change of task 0's generated weights while task 1 trains."""
     agent = make_agent(trunk, beta=beta)
     hnet = agent.protection
     agent.learn(STEPS)
     before, embedding = raw_output(hnet, 0), hnet.net.task_embeddings[0].detach().clone()
+    weights = flat(generated_weights(hnet, 0))
     agent.learn(STEPS)
     assert agent.current_task == 1 and hnet.snapshot_task == 1
     assert torch.equal(hnet.net.task_embeddings[0], embedding)  # old embeddings are frozen exactly
     assert torch.equal(hnet.snapshot_outputs()[0], before)  # the snapshot is theta at task 1's start
-    return float((raw_output(hnet, 0) - before).norm() / before.norm())
+    return float((flat(generated_weights(hnet, 0)) - weights).norm() / weights.norm())
 
 
 @pytest.mark.parametrize("trunk", ["mlp", "gru"])
-def test_regulariser_keeps_old_outputs(trunk: str) -> None:
-    held = old_task_drift(trunk, beta=5.0)
+def test_regulariser_keeps_old_generated_weights(trunk: str) -> None:
+    held = old_task_drift(trunk, beta=100.0)
     free = old_task_drift(trunk, beta=0.0)
-    assert held < 0.02, f"old outputs moved {held:.3g} under the regulariser"
+    assert held < 0.02, f"old weights moved {held:.3g} under the regulariser"
     assert free > 10 * held, f"without the regulariser they moved only {free:.3g} (with: {held:.3g})"
 
 
@@ -71,10 +91,15 @@ def test_actor_runs_on_generated_weights_and_loss_is_the_formula() -> None:
     generated = hnet.task_parameters(agent, 1)
     assert sorted(generated) == sorted(name for name, _ in agent.actor.named_parameters())
     assert generated["cell.weight_hh"].requires_grad
-    # loss = beta / T * sum_{t<T} ||f(e_t, theta*) - f(e_t, theta)||^2, with T = 1 here.
-    drift = raw_output(hnet, 0) - hnet.snapshot_outputs()[0]
-    expected = 0.7 * drift.square().sum()
-    assert torch.allclose(hnet.loss(agent, None), expected, rtol=1e-5) and float(expected) > 0
+    # loss = beta / T * sum_{t<T} ||W(e_t, theta*) - W(e_t, theta)||^2 on the generated weights
+    # (hypnettorch's calc_fix_target_reg, beta outside), with T = 1 here.
+    snapshot_net = copy.deepcopy(hnet.net)
+    snapshot_net.load_state_dict({**hnet.net.state_dict(), **hnet.snapshot})
+    now, then = generated_weights(hnet, 0), generated_weights(hnet, 0, snapshot_net)
+    expected = 0.7 / 1 * sum((now[name] - then[name]).square().sum() for name in now)
+    raw_drift = (raw_output(hnet, 0) - hnet.snapshot_outputs()[0]).square().sum()
+    assert torch.allclose(hnet.loss(agent, None), expected, rtol=1e-4) and float(expected) > 0
+    assert not torch.allclose(expected, 0.7 * raw_drift, rtol=1e-2)  # not the raw outputs (the old penalty)
     # Only theta and the current embedding get gradients.
     agent.optimizer.zero_grad(set_to_none=True)
     loss, _ = agent.compute_loss(agent.replay.sample(8))
@@ -121,20 +146,40 @@ def test_checkpoint_round_trip(tmp_path) -> None:
     assert torch.equal(back.loss(loaded, None), hnet.loss(agent, None))
 
 
-def test_generate_critic_needs_agent_support() -> None:
-    with pytest.raises(NotImplementedError, match="critic_parameters"):
-        make_agent("gru", generate_critic=True)
-    # The critic itself can run on generated weights: what is missing is the agent's use of them.
-    agent = make_agent("gru")
-    agent.critic_params = None  # stands in for the agent-side support
-    hnet = HyperNetwork(generate_critic=True, **SMALL)
+def test_generated_critics_train_and_the_targets_follow_them() -> None:
+    agent = make_agent("gru", generate_critic=True)
+    hnet = agent.protection
+    own = {name: p.detach().clone() for name, p in agent.critic.named_parameters()}
     critic = hnet.critic_parameters(agent, 0)
-    assert sorted(critic) == sorted(name for name, _ in agent.critic.named_parameters())
-    assert hnet.target_size > sum(p.numel() for p in agent.critic.parameters())
-    obs, action = torch.rand(3, 5, agent.net_dim), torch.rand(3, 5, 4)
-    q = agent.critic(obs, action, torch.zeros(3, 5, 4), torch.zeros(3, 5), torch.ones(3, 5, dtype=torch.long), params=critic)
-    assert q.shape == (2, 3, 5)
+    assert sorted(critic) == sorted(own)  # every critic weight, both critics, all heads
+    assert hnet.target_size > sum(p.numel() for p in agent.critic.parameters())  # one head of actor + critics
     assert sub_params(critic, "q1")["head.weight"].requires_grad
+    agent.learn(STEPS // 2)  # a few rounds of updates on task 0
+    updates = agent.num_updates
+    assert updates > 0
+    first = {name: value.detach().clone() for name, value in hnet.critic_parameters(agent, 0).items()}
+    agent.learn(STEPS // 2 + 30)  # more updates; the last 30 steps on task 1
+    assert agent.num_updates > updates and agent.current_task == 1
+    # The critics' own weights are unused (no gradient, never stepped); the generated ones trained.
+    assert all(torch.equal(p, own[name]) for name, p in agent.critic.named_parameters())
+    now = hnet.critic_parameters(agent, 0)
+    assert max(float((now[name] - first[name]).detach().abs().max()) for name in now) > 1e-4
+    # The target critics track the generated weights (polyak 0.995), not the unused own ones.
+    generated = hnet.critic_parameters(agent, agent.current_task)
+    target = dict(agent.target_critic.named_parameters())
+    gap_generated = sum(float((target[n] - generated[n].detach()).square().sum()) for n in target)
+    gap_own = sum(float((target[n] - own[n]).square().sum()) for n in target)
+    assert gap_generated < gap_own
+    # The regulariser covers the generated critic weights too.
+    assert len(hnet.weight_scales()) == hnet.target_size
+    # The SAC losses reach theta through the generated critic, never the critics' own weights.
+    agent.optimizer.zero_grad(set_to_none=True)
+    loss, _ = agent.compute_loss(agent.replay.sample(8), include_protection=False)
+    loss.backward()
+    assert all(p.grad is None for p in agent.critic.parameters())
+    assert float(hnet.net.output.weight.grad.abs().sum()) > 0
+    hnet_off = HyperNetwork(**SMALL)
+    assert hnet_off.critic_parameters(agent, 0) is None
 
 
 def test_bad_arguments() -> None:

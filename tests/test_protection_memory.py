@@ -314,3 +314,29 @@ def test_a_run_resumed_from_its_training_state_ends_bitwise_identical(trunk, nam
     for (n, a), b in zip(straight.actor.named_parameters(), resumed.actor.parameters()):
         assert torch.equal(a, b), n
     assert torch.equal(straight.log_alpha, resumed.log_alpha)
+
+
+@pytest.mark.parametrize("quantity", ["tanh_mean", "pre_tanh_mean"])
+def test_cloning_kl_is_the_episodic_codes_kl_on_the_squashed_mean(quantity):
+    """ClonEx's episodic code (Episodic_SAC.kl_divergence over CW's actor, which returns tanh(mu)):
+    sum_a log(s/s') + ((s' + 1e-6)^2 + (m' - m)^2) / (2 (s + 1e-6)^2) - 1/2, m = tanh(mu); mean over rows."""
+    agent = make_agent()
+    with torch.no_grad():
+        agent.actor.mean.weight.mul_(10.0)  # saturated means
+    fill(agent, task=0)
+    bc = Replay(mode="bc", memory_per_task=30, batch_size=8, coefficient=100.0, quantity=quantity)
+    bc.on_task_end(agent, 0)
+    agent.current_task = 1
+    nudge(agent)
+    memory = bc.memory
+    mean, log_std = run_actor(agent.actor, memory)
+    old_mean, old_log_std = memory["old_mean"], memory["old_log_std"]
+    if quantity == "tanh_mean":
+        m, old_m, eps = torch.tanh(mean), torch.tanh(old_mean), 1e-6
+    else:
+        m, old_m, eps = mean, old_mean, 0.0
+    s, old_s = log_std.exp() + eps, old_log_std.exp() + eps
+    kl = (log_std - old_log_std + (old_s.square() + (old_m - m).square()) / (2 * s.square()) - 0.5).sum(-1)
+    torch.testing.assert_close(bc.cloning_loss(agent, memory), 100.0 * kl.mean(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="pre_tanh_mean"):
+        Replay(mode="bc", quantity="squashed")

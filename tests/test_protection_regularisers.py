@@ -25,9 +25,9 @@ from protection_helpers import (  # noqa: F401  (the fixture registers the metho
 from agents.networks import Actor, NetworkConfig
 from agents.protection import make_protection
 from agents.protection.common import HEAD_PREFIXES, actor_inputs, batch_to_rows, run_actor, shared_actor_names
-from agents.protection.ewc import EWC, OnlineEWC, gaussian_fisher, sampled_sequence_fisher
+from agents.protection.ewc import EWC, OnlineEWC, empirical_sequence_fisher, gaussian_fisher, sampled_sequence_fisher
 from agents.protection.l2 import L2
-from agents.protection.mas import MAS
+from agents.protection.mas import MAS, output_sensitivity
 from agents.sac import SAC
 
 EPS, CLIP = 1e-6, 1e-5  # CW's stabiliser and Fisher clip
@@ -41,26 +41,32 @@ def mlp_rows(batch=6, input_dim=3, num_heads=1, seed=0):
 
 
 # ---------------------------------------------------------------------- the Fisher
-def test_fisher_of_output_heads_equals_the_analytic_closed_form():
-    """mu = W x + b and log sigma = V x + c: (d mu_a/d W_aj)^2 / sigma^2 = x_j^2 / sigma_a^2 and
-    2 (d sigma_a / d V_aj)^2 / sigma_a^2 = 2 x_j^2, known without autograd."""
+@pytest.mark.parametrize("quantity", ["tanh_mean", "pre_tanh_mean"])
+def test_fisher_of_output_heads_equals_the_analytic_closed_form(quantity):
+    """mu = W x + b and log sigma = V x + c: (d m_a/d W_aj)^2 / sigma^2 = g_a^2 x_j^2 / sigma_a^2 and
+    2 (d sigma_a / d V_aj)^2 / sigma_a^2 = 2 x_j^2, known without autograd; g_a = 1 - tanh(mu_a)^2
+    for CW's squashed mean m = tanh(mu) (its actor returns that tensor), 1 for the pre-tanh mean."""
     torch.manual_seed(0)
     actor = Actor(NetworkConfig(input_dim=3, action_dim=2, num_heads=1, hidden_sizes=(5,)))
     with torch.no_grad():
         actor.log_std.weight.mul_(0.5)  # keep log sigma well inside the clamp [-20, 2]
+        actor.mean.weight.mul_(4.0)  # means of several units: saturated dimensions, where the forms differ
     inputs = mlp_rows(batch=7)
     names = [name for name, _ in actor.named_parameters()]
-    fisher = gaussian_fisher(actor, names, inputs)
+    fisher = gaussian_fisher(actor, names, inputs, quantity=quantity)
 
     params = dict(actor.named_parameters())
     with torch.no_grad():
         x = actor.body.run(params, "body.", inputs["obs"])[:, 0]  # [B, H] features the heads read
         sigma2 = (x @ actor.log_std.weight.T + actor.log_std.bias).exp().square()  # [B, A]
+        mu = x @ actor.mean.weight.T + actor.mean.bias  # [B, A]
+    assert float(mu.abs().max()) > 2.0  # some saturation, or the test could not tell the forms apart
+    g2 = (1.0 - torch.tanh(mu).square()).square() if quantity == "tanh_mean" else torch.ones_like(mu)
     x2 = x.square()[:, None, :]  # [B, 1, H]
     var = (sigma2 + EPS)[:, :, None]  # [B, A, 1]
     expected = {
-        "mean.weight": (x2 / var).clamp(min=CLIP).mean(0),
-        "mean.bias": (1.0 / (sigma2 + EPS)).clamp(min=CLIP).mean(0),
+        "mean.weight": (g2[:, :, None] * x2 / var).clamp(min=CLIP).mean(0),
+        "mean.bias": (g2 / (sigma2 + EPS)).clamp(min=CLIP).mean(0),
         "log_std.weight": (2.0 * sigma2[:, :, None] * x2 / var).clamp(min=CLIP).mean(0),
         "log_std.bias": (2.0 * sigma2 / (sigma2 + EPS)).clamp(min=CLIP).mean(0),
     }
@@ -68,19 +74,24 @@ def test_fisher_of_output_heads_equals_the_analytic_closed_form():
         torch.testing.assert_close(fisher[name], value, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("num_heads", [1, 2])
-def test_fisher_of_every_weight_matches_a_per_state_autograd_loop(num_heads):
+@pytest.mark.parametrize("num_heads,quantity", [(1, "tanh_mean"), (2, "tanh_mean"), (2, "pre_tanh_mean")])
+def test_fisher_of_every_weight_matches_a_per_state_autograd_loop(num_heads, quantity):
+    """CW's EWC_SAC by hand: per state, sum over action dims of ((d m_a)^2 + 2 (d sigma_a)^2) /
+    (sigma_a^2 + 1e-6), clipped at 1e-5, then averaged over states."""
     torch.manual_seed(1)
     actor = Actor(NetworkConfig(input_dim=3, action_dim=2, num_heads=num_heads, hidden_sizes=(6, 5)))
+    with torch.no_grad():
+        actor.mean.weight.mul_(5.0)
     inputs = mlp_rows(batch=5, num_heads=num_heads)
     params = dict(actor.named_parameters())
     names = [n for n in params if not (num_heads > 1 and n.startswith(HEAD_PREFIXES))]
-    fisher = gaussian_fisher(actor, names, inputs, chunk_size=2)
+    fisher = gaussian_fisher(actor, names, inputs, chunk_size=2, quantity=quantity)
 
     expected = {n: torch.zeros_like(params[n]) for n in names}
     for b in range(5):
         row = {k: v[b : b + 1] for k, v in inputs.items()}
         mean, log_std = run_actor(actor, row)
+        mean = torch.tanh(mean) if quantity == "tanh_mean" else mean
         sigma = log_std.exp()
         per_state = {n: torch.zeros_like(params[n]) for n in names}
         for a in range(2):
@@ -283,3 +294,91 @@ def test_batch_rows_feed_the_actor_like_the_sac_update():
                                         torch.cat([batch.task, batch.task[:, -1:]], 1))
     torch.testing.assert_close(mean, full[:, : batch.steps])
     torch.testing.assert_close(log_std, full_log_std[:, : batch.steps])
+
+
+# ---------------------------------------------------------------------- issue 11: CW's quantity, Ehret's Fisher
+def _saturated_actor(num_heads=1, trunk="mlp", seed=4):
+    torch.manual_seed(seed)
+    actor = Actor(NetworkConfig(input_dim=3, action_dim=2, num_heads=num_heads, hidden_sizes=(6, 5), trunk=trunk,
+                                rnn_size=3))
+    with torch.no_grad():
+        actor.mean.weight.mul_(5.0)  # saturated means: tanh'(mu) far from 1
+    return actor
+
+
+@pytest.mark.parametrize("quantity", ["tanh_mean", "pre_tanh_mean"])
+def test_mas_importance_matches_continual_worlds_formula_by_hand(quantity):
+    """CW's MAS_SAC: per state |d (sum_a tanh(mu_a)^2 + sum_a log_std_a^2) / d theta|, averaged over states."""
+    actor = _saturated_actor(num_heads=2)
+    inputs = mlp_rows(batch=5, num_heads=2)
+    params = dict(actor.named_parameters())
+    names = [n for n in params if not n.startswith(HEAD_PREFIXES)]
+    importance = output_sensitivity(actor, names, inputs, chunk_size=2, quantity=quantity)
+    expected = {n: torch.zeros_like(params[n]) for n in names}
+    for b in range(5):
+        mean, log_std = run_actor(actor, {k: v[b : b + 1] for k, v in inputs.items()})
+        m = torch.tanh(mean) if quantity == "tanh_mean" else mean
+        grads = torch.autograd.grad(m.square().sum() + log_std.square().sum(), [params[n] for n in names])
+        for n, g in zip(names, grads):
+            expected[n] += g.abs() / 5
+    for n in names:
+        torch.testing.assert_close(importance[n], expected[n], rtol=1e-4, atol=1e-8)
+
+
+def test_continual_worlds_form_is_the_default_and_differs_from_the_pre_tanh_form():
+    agent = make_agent()
+    with torch.no_grad():
+        agent.actor.mean.weight.mul_(20.0)
+    fill(agent, task=0)
+    defaults = {"ewc": EWC(**SMALL), "mas": MAS(**SMALL)}
+    invariant = {"ewc": EWC(**SMALL, quantity="pre_tanh_mean"), "mas": MAS(**SMALL, quantity="pre_tanh_mean")}
+    for name in defaults:
+        assert defaults[name].quantity == "tanh_mean"
+        agent.generator.manual_seed(0)
+        cw = defaults[name].task_importance(agent, 0)
+        agent.generator.manual_seed(0)
+        pre = invariant[name].task_importance(agent, 0)
+        ratio = cw["body.layers.0.weight"].sum() / pre["body.layers.0.weight"].sum()
+        assert ratio < 0.9, (name, float(ratio))  # saturated means weigh less in CW's form
+    with pytest.raises(ValueError, match="tanh_mean"):
+        EWC(quantity="tanh")
+    with pytest.raises(ValueError, match="empirical"):
+        EWC(fisher="fisher")
+
+
+@pytest.mark.parametrize("trunk", ["mlp", "gru"])
+def test_empirical_fisher_is_the_squared_sequence_score_of_replayed_actions(trunk):
+    """hypnettorch compute_fisher(empirical_fisher=True, time_series=True): per sequence, the squared gradient of
+    sum_t log pi(a_t | h_t) at the replayed actions; averaged over sequences; no division by length, no clip."""
+    actor = _saturated_actor(num_heads=2, trunk=trunk)
+    generator = torch.Generator().manual_seed(5)
+    rows, steps = 4, 3 if trunk == "gru" else 1
+    inputs = {"obs": torch.randn(rows, steps, 3, generator=generator), "task": torch.randint(2, (rows, steps)),
+              "mask": torch.ones(rows, steps)}
+    if trunk == "gru":
+        inputs["prev_action"] = torch.rand(rows, steps, 2, generator=generator) * 2 - 1
+        inputs["prev_reward"] = torch.zeros(rows, steps)
+        inputs["mask"][1, 0] = 0.0  # a burn-in step does not count
+    actions = torch.rand(rows, steps, 2, generator=generator) * 1.8 - 0.9
+    params = dict(actor.named_parameters())
+    names = [n for n in params if not n.startswith(HEAD_PREFIXES)]
+    fisher = empirical_sequence_fisher(actor, names, inputs, actions, chunk_size=3)
+    expected = {n: torch.zeros_like(params[n]) for n in names}
+    for b in range(rows):
+        mean, log_std = run_actor(actor, {k: v[b : b + 1] for k, v in inputs.items()})
+        squashed = torch.distributions.TransformedDistribution(
+            torch.distributions.Normal(mean, log_std.exp()), [torch.distributions.TanhTransform()])
+        log_likelihood = (squashed.log_prob(actions[b : b + 1]).sum(-1) * inputs["mask"][b : b + 1]).sum()
+        for n, g in zip(names, torch.autograd.grad(log_likelihood, [params[n] for n in names])):
+            expected[n] += g.square() / rows
+    for n in names:
+        torch.testing.assert_close(fisher[n], expected[n], rtol=1e-3, atol=1e-7)
+
+
+def test_ewc_with_the_empirical_fisher_consolidates():
+    agent = make_agent("gru")
+    fill(agent, task=0)
+    ewc = EWC(**SMALL, fisher="empirical")
+    ewc.on_task_end(agent, 0)
+    assert ewc.consolidated == [0] and min(float(v.min()) for v in ewc.importance.values()) >= 0.0
+    assert max(float(v.max()) for v in ewc.importance.values()) > 0.0

@@ -188,7 +188,7 @@ def test_published_rows_stand_apart_from_runs_of_another_protocol(cli, capsys, r
     assert "published" not in toy  # the toy runs are not CW20: no published row beside them
     assert "| finetune | 3 | 0.60 [0.60, 0.60] | 0.40 [0.40, 0.40] | n/a |" in toy.splitlines()
     lines = published.splitlines()
-    assert "| packnet (CW20 2021, published) | - | 0.80 [0.79, 0.82] | -0.00 [-0.01, 0.01] | 0.18 [0.14, 0.21] |" in lines
+    assert "| packnet (CW20 2021, published, Meta-World v1) | - | 0.80 [0.79, 0.82] | -0.00 [-0.01, 0.01] | 0.18 [0.14, 0.21] |" in lines
     assert sum("published" in line for line in lines) == 8  # all CW20 published rows
     assert "note: no run trains the CW20 task list (contenv/CW20-v0); the published rows are shown on their own" in err
 
@@ -212,7 +212,7 @@ def test_published_rows_sit_beside_runs_of_their_task_list_with_a_budget_warning
     code, out, err = run_cli(cli, capsys, tmp_path, "--compare-published", "cw10")
     assert code == 0
     cw10, one = out.split("### tasks reach-v3 (given to contenv/CW10-v0)")
-    assert cw10.startswith("### contenv/CW10-v0\n") and "(CW10 2022, published)" in cw10
+    assert cw10.startswith("### contenv/CW10-v0\n") and "(CW10 2022, published, Meta-World v1)" in cw10
     assert "published" not in one and "### CW10 (published)" not in out
     assert ("note: contenv/CW10-v0: trained 100 steps/task, the published CW10 rows 1,000,000: budgets differ, "
             "the numbers are not directly comparable") in err
@@ -271,6 +271,27 @@ def test_final_points_beyond_a_task_window_is_refused_not_silently_used(cli, cap
     code, out, err = run_cli(cli, capsys, runs, "--final-points", "11")
     assert code == 1 and out == ""
     assert "final_points=11 needs that many eval points in every task window; these runs have 10" in err
+
+
+@pytest.mark.parametrize("fmt", ["md", "latex", "csv"])
+def test_published_rows_say_in_the_table_that_they_are_meta_world_v1(cli, capsys, runs, fmt):
+    code, out, _ = run_cli(cli, capsys, runs, "--compare-published", "cw10", "--format", fmt)
+    assert code == 0
+    published = [line for line in out.splitlines() if "published" in line and not line.startswith(("#", "%"))]
+    assert published and all("Meta-World v1" in line for line in published)
+    if fmt != "csv":  # the table's own note: which version each side ran
+        assert "12-dim observations, v1 rewards" in out and "Meta-World v3" in out
+    code, out, _ = run_cli(cli, capsys, runs, "--format", fmt)
+    assert "Meta-World v1" not in out  # nothing to say without published rows
+
+
+def test_per_task_targets_and_rt_from_the_shipped_matrix_are_marked_v1(cli, capsys, runs, references, tmp_path):
+    code, out, _ = run_cli(cli, capsys, runs, "--per-task")
+    assert code == 0 and "transfer target (source) [shipped CW10 matrix, Meta-World v1]" in out
+    own = tmp_path / "own.csv"
+    own.write_text("source,a,b\na,0.0,0.1\nb,0.2,0.0\n")
+    code, out, _ = run_cli(cli, capsys, runs, "--per-task", "--transfer-matrix", own)
+    assert code == 0 and "Meta-World v1" not in out
 
 
 def test_plots_are_written(cli, capsys, runs, references, tmp_path):

@@ -37,6 +37,18 @@ def test_recurrent_cells_match_torch(kind, reference):
     assert torch.allclose(out, ref(x)[0], atol=1e-6)
 
 
+def test_layer_norm_uses_keras_epsilon_like_continual_world():
+    """CW's body is Keras: LayerNormalization(epsilon=1e-3), not torch's 1e-5 (it matters for small variances)."""
+    from agents.networks import MLPBody
+
+    body = MLPBody(3, (4,))
+    x = torch.tensor([[0.01, -0.02, 0.03]])
+    h = x @ body.layers[0].weight.T + body.layers[0].bias
+    expected = torch.tanh((h - h.mean(-1, keepdim=True)) / (h.var(-1, unbiased=False, keepdim=True) + 1e-3).sqrt())
+    torch.testing.assert_close(body.run(dict(body.named_parameters()), "", x), expected)
+    assert body.norm.eps == 1e-3
+
+
 def test_reset_mask_restarts_the_recurrent_state():
     cell = RecurrentCell("gru", 4, 6)
     p = dict(cell.named_parameters())
@@ -155,21 +167,54 @@ def test_continual_world_task_change_rules():
     rows = recorder.rows
     task0, task1 = rows[:40], rows[40:]
     assert [r["task"] for r in rows] == [0] * 40 + [1] * 40
-    # Step counters and the replay restart with each task; a new optimizer object, empty state.
+    # Step counters and the replay restart with each task; the optimizer is reset (see the Adam test below).
     assert [r["task_steps"] for r in task1] == list(range(1, 41))
     assert [r["replay"] for r in task1] == list(range(1, 41))
     assert task1[0]["optimizer"] is not task0[-1]["optimizer"]
-    assert task1[8]["optimizer_state"] == 0 and task0[-1]["optimizer_state"] > 0
     # Uniform-random actions for the first 15 steps of every task (the policy acts from step 16 on).
     assert policy_calls == list(range(15, 40)) * 2
-    # Updates from the task's 10th step, 5 after every 5th step.
+    # CW's schedule on its 0-based step index k within the task: 5 updates after every step with
+    # k >= 10 and k % 5 == 0 (k = 10, 15, ..., 35), so none on the task's last step (k = 39).
     for task_rows in (task0, task1):
         done = [r["updates"] - task_rows[0]["updates"] for r in task_rows]
-        assert done[8] == 0 and done[9] == 5 and done[13] == 5 and done[14] == 10 and done[-1] == 35
+        assert done[9] == 0 and done[10] == 5 and done[14] == 5 and done[15] == 10 and done[-1] == 30
+        assert done[-1] == done[-2]
     # One entropy coefficient per task: task 0's stays put while task 1 trains, and vice versa.
     init = config.init_log_alpha
     assert task0[-1]["log_alpha"][1] == init and task0[-1]["log_alpha"][0] != init
     assert torch.equal(task1[-1]["log_alpha"][0], task0[-1]["log_alpha"][0]) and task1[-1]["log_alpha"][1] != init
+
+
+@pytest.mark.parametrize("mode", ["moments", "fresh"])
+def test_task_change_zeroes_adams_moments_and_keeps_its_step_count_like_continual_world(mode):
+    """CW's reset_optimizer zeroes every Adam variable but TF2's `iterations`: the moments restart,
+    the bias correction does not. "fresh" (a new Adam) restarts both."""
+    env = memory_env(steps_per_task=40)
+    config = SACConfig(random_steps=15, update_after=10, update_every=5, optimizer_reset=mode, **TINY)
+    agent = SAC(env, config, seed=0)
+    agent.learn(40)  # all of task 0: 30 updates
+    before = {p: {k: v.clone() for k, v in state.items()} for p, state in agent.optimizer.state.items()}
+    assert before and all(float(s["step"]) == 30 for s in before.values())
+    agent.learn(1)  # the first step of task 1: the task change, no update yet
+    assert agent.current_task == 1 and agent.num_updates == 30
+    state = agent.optimizer.state
+    if mode == "fresh":
+        assert len(state) == 0
+        return
+    assert set(state) == set(before)
+    for p, values in state.items():
+        assert float(values["step"]) == 30
+        assert float(values["exp_avg"].abs().sum()) == 0 and float(values["exp_avg_sq"].abs().sum()) == 0
+        assert float(before[p]["exp_avg_sq"].abs().sum()) > 0 or p is agent.log_alpha
+    agent.learn(10)  # 5 more updates: counting goes on from 30
+    assert all(float(s["step"]) == 35 for p, s in agent.optimizer.state.items() if p is not agent.log_alpha)
+
+
+def test_old_configs_and_bad_optimizer_resets():
+    config = SACConfig.from_dict({"reset_optimizer_on_task_change": True})  # a config saved before the option
+    assert config.optimizer_reset == "moments"
+    with pytest.raises(ValueError, match="moments"):
+        SACConfig(optimizer_reset="zero")
 
 
 def test_only_true_terminations_stop_bootstrapping():

@@ -180,3 +180,16 @@ def test_reference_runs_train_each_task_alone_and_feed_the_report(tmp_path, caps
     assert not errors and set(found) == {("reach-v3", 100), ("push-v3", 100)}
     assert reference.reference_runs(args) == run_dirs  # finished runs are skipped
     assert "finished, skipped" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags", [["--protection", "ewc"], ["--protection", "packnet"],
+                                   ["--protection-kwargs", '{"coefficient": 1}']])
+def test_reference_runs_are_plain_sac_and_refuse_a_protection_before_creating_anything(tmp_path, capsys, flags):
+    reference = _script("reference")
+    out = tmp_path / "ref"
+    code = reference.main(["--scenario", "contenv/Sequence-v0", "--tasks", "reach-v3", "--steps-per-task", "100",
+                           "--out-dir", str(out), *flags])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "plain SAC" in err and "run_single.py" in err
+    assert not out.exists() and not (tmp_path / "runs").exists()

@@ -14,6 +14,13 @@ entropy coefficients are left alone). Recurrent agents store sub-sequences of th
 replay instead of transitions (``ceil(10,000 / seq_len)`` of them, about as many steps)
 and sample 128 of them, as their SAC batch does.
 
+Documented difference: CW's ``EpisodicMemory.sample_batch`` draws the 128 rows *without*
+replacement (``np.random.choice(..., replace=False)``); we draw with replacement (the
+agent's seeded generator, no ``O(memory)`` permutation per update). With 10,000 rows per
+task a batch holds a repeated row with probability about 0.56 with one task stored (0.08
+with ten), and a repeat changes the reference gradient by one row's weight in 128: no
+effect on results beyond the noise of the batch.
+
 Example:
     >>> g, g_ref = torch.tensor([1.0, -1.0]), torch.tensor([0.0, 1.0])
     >>> project(g, g_ref)  # the component against g_ref is removed

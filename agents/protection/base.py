@@ -10,7 +10,7 @@ hook                          when the agent calls it                           
                               exist, no optimizer yet, nothing stored, nothing        swaps the replay)
                               restored from a checkpoint
 ``on_task_start(agent, t)``   a new task begins: before the replay is cleared and     PackNet, HNET, replay
-                              the fresh optimizer is made (so new parameters join it)
+                              the optimizer is reset (rebuilt: new tensors join it)
 ``on_task_end(agent, t)``     the task's budget is spent; its replay still holds      EWC/MAS, PackNet, A-GEM,
                               the task's data; before the evaluation of that step     BC, HNET
 ``loss(agent, batch)``        every update; the returned scalar is added to the       L2, EWC, MAS, HNET, BC
@@ -27,6 +27,10 @@ hook                          when the agent calls it                           
                               uniform-random actions (None: random actions);
                               ``agent.last_episode_return`` is the return of the
                               episode just finished in this task (None at its first)
+``critic_parameters(agent, t)`` every update: a full dict of critic weights (named as     HNET (generate_critic)
+                              ``agent.critic``) the SAC losses use instead of the
+                              critics' own, or None; the target critics then track
+                              these (detached) in the polyak update
 ``state_dict()`` /            checkpoint / resume                                     all
 ``load_state_dict(state)``
 ============================  ======================================================  ==========================
@@ -64,7 +68,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from agents.sac import SAC
 
 HOOKS = ("setup", "on_task_start", "on_task_end", "loss", "after_backward", "task_parameters", "trainable_parameters",
-         "exploration_task")
+         "exploration_task", "critic_parameters")
 
 
 class Protection:
@@ -104,6 +108,8 @@ class Protection:
     def exploration_task(self, agent: "SAC", task: int) -> int | None:
         """At an episode start in ``task``'s random-steps phase: the task whose policy acts
         in this episode's random steps (None: uniform-random actions)."""
+    def critic_parameters(self, agent: "SAC", task: int) -> dict[str, Tensor] | None:
+        """Critic weights for the updates of ``task`` (None: the critics' own)."""
         return None
 
     def state_dict(self) -> dict[str, Any]:

@@ -6,7 +6,12 @@
   plain dict of tensors (a "row memory") so that ``state_dict`` and checkpoints carry it;
 - the actor run on stored rows (:func:`actor_inputs`, :func:`run_actor`);
 - per-row Jacobians of the actor with ``torch.func`` (:func:`summed_row_jacobians`), from
-  which EWC's Fisher and MAS's importance are built.
+  which EWC's Fisher and MAS's importance are built;
+- which mean the importance and cloning methods differentiate (:func:`policy_mean`):
+  Continual World's actor returns the squashed mean ``tanh(mu)`` (``MlpActor.call`` in
+  ``continualworld/sac/models.py``), and its EWC, MAS and the episodic/ClonEx code's KL
+  take that tensor; ``"pre_tanh_mean"`` is the reparametrisation-invariant alternative
+  (the Gaussian before the squashing, whose KL equals that of the squashed policies).
 
 A *row* is one replayed state for the MLP agent (``T = 1``) and one sub-sequence for a
 recurrent agent (``T`` steps with a loss mask), exactly as in :class:`agents.replay.Batch`.
@@ -41,6 +46,30 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Rows = dict[str, Tensor]
 HEAD_PREFIXES = ("mean.", "log_std.")
+QUANTITIES = ("tanh_mean", "pre_tanh_mean")  # CW's (default), the invariant one
+
+
+def check_quantity(quantity: str) -> str:
+    """``quantity`` if it is one of :data:`QUANTITIES`, else a clear error."""
+    if quantity not in QUANTITIES:
+        raise ValueError(f"unknown quantity {quantity!r}; allowed: {', '.join(QUANTITIES)} "
+                         "(tanh_mean: Continual World's squashed mean; pre_tanh_mean: the Gaussian's own mean)")
+    return quantity
+
+
+def policy_mean(mean: Tensor, quantity: str) -> Tensor:
+    """The mean a method differentiates: ``tanh(mu)`` (CW) or the pre-tanh ``mu``.
+
+    On a saturated action dimension ``d tanh(mu) = (1 - tanh^2 mu) d mu`` is small, so the
+    two forms weigh the same weights differently (by ``(1 - tanh^2 mu)^2`` in a Fisher).
+
+    Example:
+        >>> policy_mean(torch.tensor([0.0, 3.0]), "tanh_mean").tolist()[1] < 1.0
+        True
+        >>> policy_mean(torch.tensor([0.0, 3.0]), "pre_tanh_mean").tolist()
+        [0.0, 3.0]
+    """
+    return torch.tanh(mean) if quantity == "tanh_mean" else mean
 
 
 def shared_actor_names(agent: "SAC") -> list[str]:
@@ -192,7 +221,7 @@ def summed_row_jacobians(
 
 
 __all__ = [
-    "HEAD_PREFIXES", "Rows", "actor_inputs", "batch_to_rows", "cat_rows", "is_last_task", "memory_rows",
-    "rows_count", "rows_to_batch", "run_actor", "sample_rows", "sample_task_rows", "shared_actor_names",
-    "summed_row_jacobians", "take_rows",
+    "HEAD_PREFIXES", "QUANTITIES", "Rows", "actor_inputs", "batch_to_rows", "cat_rows", "check_quantity",
+    "is_last_task", "memory_rows", "policy_mean", "rows_count", "rows_to_batch", "run_actor", "sample_rows",
+    "sample_task_rows", "shared_actor_names", "summed_row_jacobians", "take_rows",
 ]

@@ -12,9 +12,15 @@ neural networks" (ICLR 2021), which applies it to GRU/LSTM weights.
   actor. The actor module's own weights are never used: every call of the actor for task
   ``t`` reads ``f_h(e_t, theta)`` (:meth:`HyperNetwork.task_parameters`).
 - **Regulariser.** At the start of task ``T`` a snapshot ``theta*`` is taken; every update
-  adds ``beta / T * sum_{t < T} || f_h(e_t, theta*) - f_h(e_t, theta) ||^2`` (squared
-  error summed over all ``N`` outputs, as in the papers' code), so the weights of old
-  tasks stay where they were while ``theta`` keeps learning.
+  adds ``beta / T * sum_{t < T} || W(e_t, theta*) - W(e_t, theta) ||^2``, the squared
+  distance between the *generated weights* ``W`` (``base + scale * f_h``, one head) that
+  the snapshot and the current hypernetwork give old task ``t``, summed over all ``N``
+  weights and averaged over the ``T`` old tasks, with ``beta`` outside: hypnettorch's
+  ``calc_fix_target_reg`` (``utils/hnet_regularizer.py``: sum over tasks of
+  ``(W_target - W_predicted)^2.sum()``, divided by the number of tasks; the caller adds
+  ``beta * reg``), which is von Oswald et al.'s Eq. 2 and Ehret et al.'s regulariser. So
+  ``beta`` means what it means in those papers. With ``generate_critic=True`` the
+  critics' generated weights are in ``W`` too.
 - **Embeddings.** One per task (separate tensors, so only the current one ever gets a
   gradient: old ones are frozen bit for bit). A new task's embedding starts as a copy of
   the previous one (``embedding_init="previous"``), so a task starts from the previous
@@ -26,18 +32,27 @@ neural networks" (ICLR 2021), which applies it to GRU/LSTM weights.
   matrices; biases and LayerNorm gains, constant at init, get their constant and
   ``constant_scale``). With the output layer calibrated to unit variance, a fresh
   hypernetwork starts the actor at Keras-like initial weights (the role of "hyperfan"
-  initialisation, Chang et al. ICLR 2020). The regulariser acts on the raw outputs.
+  initialisation, Chang et al. ICLR 2020). The regulariser acts on the generated weights,
+  i.e. on the raw outputs weighted by ``scale^2``.
+- **Critics** (``generate_critic=True``). The hypernetwork writes the twin critics' weights
+  too (their own heads the same way), and the agent's SAC losses use them
+  (:meth:`critic_parameters`, the ``critic_parameters`` hook of
+  :mod:`agents.protection.base`); the target critics follow the generated weights of the
+  current task by Polyak averaging; the critic modules' own weights are then unused. Off by
+  default: CW keeps one critic for all tasks, and the papers generate only the network they
+  protect.
 
 Choices where the papers leave room (documented defaults): task embedding 32 (the papers
 use 16-96), chunk embedding 32, hidden layers (64, 64) with ReLU, and the chunk size
 picked as the largest whose hypernetwork (MLP + chunk and task embeddings) stays within
 ``target_ratio`` (0.95, as in Ehret et al.'s RNN experiments) of the generated weights.
-``beta`` 0.05 (papers: 0.01-10): the penalty sums over all ``N`` outputs, so its pull
-grows with the actor; 0.05 sits at the low end for a CW-sized actor (``N`` about 2e5).
-Measured on the tiny actors of the tests (``N`` of 500-1,200, 100 updates of a second
-task): 0.05 cuts the drift of the old task's outputs 3-10x against ``beta = 0``, 5.0
-cuts it 35-100x (and slows the new task). Not used: von Oswald et al.'s look-ahead
-variant of the regulariser and its random subset of old tasks per step.
+``beta`` 1.0: hypnettorch's default is 0.01 (``cli_args.cl_args(dbeta=0.01)``) and the
+papers tune it per benchmark; measured on the tests' tiny actors (100 updates of a second
+task, relative drift of the first task's generated weights; MLP / GRU): beta 0 lets them
+drift 0.31 / 0.42, 0.01 0.29 / 0.30, 0.1 0.14 / 0.12, 1 0.056 / 0.043, 10 0.019 / 0.011,
+100 0.0047 / 0.0045. 0.01 barely protects an RL actor over so few updates, so the default
+is 1.0; tune it like the papers did. Not used: von Oswald et al.'s
+look-ahead variant of the regulariser and its random subset of old tasks per step.
 
 Example:
     The compression ratio for Continual World's MLP actor and a GRU actor of the same
@@ -126,7 +141,8 @@ class HyperNetwork(Protection):
     """Hypernetwork protection (see the module docstring).
 
     Args:
-        beta: strength of the output regulariser (0: none, plain fine-tuning of ``theta``).
+        beta: strength of the regulariser on old tasks' generated weights (0: none, plain
+            fine-tuning of ``theta``); the papers' ``beta``.
         embedding_dim: task embedding width.
         chunk_embedding_dim: chunk embedding width.
         hidden_sizes: hidden layers of the hypernetwork MLP.
@@ -137,13 +153,13 @@ class HyperNetwork(Protection):
         embedding_init: ``"previous"`` (a new task starts from the previous embedding) or ``"random"``.
         constant_scale: output scale of tensors that are constant at initialisation
             (biases, LayerNorm gains).
-        generate_critic: also generate the critics' weights (needs agent support, see
+        generate_critic: also generate the critics' weights, one critic per task (see
             :meth:`critic_parameters`).
     """
 
     name = "hnet"
 
-    def __init__(self, beta: float = 0.05, embedding_dim: int = 32, chunk_embedding_dim: int = 32,
+    def __init__(self, beta: float = 1.0, embedding_dim: int = 32, chunk_embedding_dim: int = 32,
                  hidden_sizes: tuple[int, ...] = (64, 64), chunk_size: int | None = None, target_ratio: float = 0.95,
                  embedding_init: str = "previous", constant_scale: float = 0.1, generate_critic: bool = False) -> None:
         if beta < 0:
@@ -162,6 +178,7 @@ class HyperNetwork(Protection):
         self.snapshot: dict[str, Tensor] | None = None  # theta* of the current task's start
         self.snapshot_task = 0  # the snapshot serves tasks 0 .. snapshot_task - 1
         self._snapshot_outputs: Tensor | None = None  # f_h(e_t, theta*) for those tasks (derived)
+        self._scales: Tensor | None = None  # per generated weight, its scale (derived from targets)
 
     @property
     def beta(self) -> float:
@@ -173,12 +190,8 @@ class HyperNetwork(Protection):
         if self.net is not None:
             return
         if self.config["generate_critic"] and not hasattr(agent, "critic_params"):
-            raise NotImplementedError(
-                "hnet(generate_critic=True) needs the agent to run its critics on weights from the protection: "
-                "SAC.compute_loss must call q.encode/q.values with params=sub_params(protection.critic_parameters("
-                "agent, task), 'q1'/'q2'), and the polyak update must move target_critic toward those generated "
-                "weights (detached) instead of critic.parameters(). agents/sac.py has no such path yet "
-                "(no SAC.critic_params).")
+            raise NotImplementedError("hnet(generate_critic=True) needs an agent that runs its critics on weights "
+                                      "from the protection (SAC.critic_params)")
         self.num_heads = agent.num_heads
         modules = [("", agent.actor)] + ([("critic.", agent.critic)] if self.config["generate_critic"] else [])
         targets = []
@@ -259,12 +272,12 @@ class HyperNetwork(Protection):
         generated = self.generate(task, trainable=task == agent.current_task)
         return {name: value for name, value in generated.items() if not name.startswith("critic.")}
 
-    def critic_parameters(self, agent: "SAC", task: int) -> dict[str, Tensor]:
-        """The critics' weights for ``task`` (``generate_critic=True``), named like
-        ``agent.critic.named_parameters()``, for ``agent.critic(..., params=...)``."""
-        self._build(agent)
+    def critic_parameters(self, agent: "SAC", task: int) -> dict[str, Tensor] | None:
+        """The critics' weights for ``task``, named like ``agent.critic.named_parameters()``
+        (for ``agent.critic(..., params=...)``); None unless ``generate_critic=True``."""
         if not self.config["generate_critic"]:
-            raise ValueError("this hypernetwork does not generate the critic (generate_critic=False)")
+            return None
+        self._build(agent)
         generated = self.generate(task, trainable=task == agent.current_task)
         return {name[len("critic."):]: value for name, value in generated.items() if name.startswith("critic.")}
 
@@ -274,16 +287,22 @@ class HyperNetwork(Protection):
         return list(self.net.parameters())  # unused embeddings get no gradient, so Adam skips them
 
     def on_task_start(self, agent: "SAC", task: int) -> None:
-        """Snapshot ``theta*`` for the regulariser; start the new embedding."""
+        """Snapshot ``theta*`` for the regulariser; start the new embedding; with generated
+        critics, start the target critics at the task's generated critics (as SAC starts
+        its target at its critic) unless the task continues the previous one's embedding."""
         self._build(agent)
-        if task == 0:
-            return
-        with torch.no_grad():
-            if self.config["embedding_init"] == "previous":
-                self.net.task_embeddings[task].copy_(self.net.task_embeddings[task - 1])
-            self.snapshot = {name: p.detach().clone() for name, p in self.net.named_parameters()
-                             if not name.startswith("task_embeddings.")}
-        self.snapshot_task, self._snapshot_outputs = task, None
+        if task > 0:
+            with torch.no_grad():
+                if self.config["embedding_init"] == "previous":
+                    self.net.task_embeddings[task].copy_(self.net.task_embeddings[task - 1])
+                self.snapshot = {name: p.detach().clone() for name, p in self.net.named_parameters()
+                                 if not name.startswith("task_embeddings.")}
+            self.snapshot_task, self._snapshot_outputs = task, None
+        if self.config["generate_critic"] and (task == 0 or self.config["embedding_init"] == "random"):
+            with torch.no_grad():
+                generated = self.critic_parameters(agent, task)
+                for name, target in agent.target_critic.named_parameters():
+                    target.copy_(generated[name])
 
     def snapshot_outputs(self) -> Tensor:
         """``f_h(e_t, theta*)`` for every task before the snapshot, ``[snapshot_task, N]``."""
@@ -295,11 +314,19 @@ class HyperNetwork(Protection):
     def _old_embeddings(self) -> Tensor:
         return torch.stack([self.net.task_embeddings[t].detach() for t in range(self.snapshot_task)])
 
+    def weight_scales(self) -> Tensor:
+        """``[N]``: the scale of every generated weight (``W = base + scale * raw``), so that
+        ``W - W* = scale * (raw - raw*)``."""
+        if self._scales is None or self._scales.device != self.net.output.weight.device:
+            self._scales = torch.cat([torch.full((math.prod(shape),), scale) for _, shape, _, scale, _ in self.targets])
+            self._scales = self._scales.to(self.net.output.weight.device)
+        return self._scales
+
     def loss(self, agent: "SAC", batch: Any) -> Tensor | None:
-        """``beta / T * sum_{t < T} ||f_h(e_t, theta*) - f_h(e_t, theta)||^2``."""
+        """``beta / T * sum_{t < T} ||W(e_t, theta*) - W(e_t, theta)||^2`` on the generated weights."""
         if self.beta == 0 or self.snapshot is None or self.snapshot_task == 0:
             return None
-        drift = self.net(self._old_embeddings()) - self.snapshot_outputs()
+        drift = (self.net(self._old_embeddings()) - self.snapshot_outputs()) * self.weight_scales()
         return self.beta / self.snapshot_task * drift.square().sum()
 
     # ------------------------------------------------------------------ checkpoints
@@ -322,4 +349,4 @@ class HyperNetwork(Protection):
                 self._make_net(state["num_tasks"], device, seed=0)
             self.net.load_state_dict(state["net"])
         self.snapshot = None if state["snapshot"] is None else {k: v.clone() for k, v in state["snapshot"].items()}
-        self.snapshot_task, self._snapshot_outputs = int(state["snapshot_task"]), None
+        self.snapshot_task, self._snapshot_outputs, self._scales = int(state["snapshot_task"]), None, None

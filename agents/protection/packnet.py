@@ -26,8 +26,17 @@ Adam's step is ``lr * m / (sqrt(v) + eps)``; a zero gradient alone does not stop
 whose ``m`` still holds momentum from the time it was trainable (a just-pruned weight during
 retraining, or any weight when the agent keeps its optimizer across tasks), but with
 ``m = 0`` the step is exactly zero. CW instead resets the optimizer around retraining; we do
-that too, so both the CW schedule and the guarantee hold whatever the agent's optimizer
-policy.
+that too (``agent.reset_optimizer()``: by default CW's reset, which zeroes Adam's moments
+and keeps its step count; a fresh Adam under ``optimizer_reset="fresh"``), so both the CW
+schedule and the guarantee hold whatever the agent's optimizer policy.
+
+Ties at the pruning threshold (documented, not copied): CW sorts a task's magnitudes, takes
+the one at index ``floor(n * fraction)`` as the threshold and prunes every owned entry with
+``|w| <= threshold``, i.e. ``floor(n * fraction) + 1`` entries plus any further ties; we
+prune exactly ``round(n * fraction)`` entries (the smallest, ties broken by position), so
+that every task keeps exactly ``1 / num_tasks`` of each matrix. The two differ by one entry
+per matrix (of 65,536 in a CW layer) and, for ties, only where magnitudes are exactly
+equal, which trained float weights practically never are.
 
 Example:
     >>> import gymnasium as gym, contenv
@@ -163,11 +172,11 @@ class PackNet(Protection):
             return  # the last task keeps everything it owns
         self.biases_frozen = True  # from the end of task 0 on (CW freezes them before retraining)
         self.prune(agent, task, tasks_left / (tasks_left + 1))
-        agent.optimizer.state.clear()  # CW resets Adam before and after retraining
+        agent.reset_optimizer()  # CW resets Adam (moments; step count kept) before and after retraining
         if len(agent.replay) > 0:
             for _ in range(self.retrain_steps):
                 agent.gradient_step()
-        agent.optimizer.state.clear()
+        agent.reset_optimizer()
 
     @torch.no_grad()
     def prune(self, agent: "SAC", task: int, fraction: float) -> None:

@@ -16,9 +16,15 @@ apart); with the capacity of the whole run it too holds everything.
 2022, "Disentangling transfer in continual RL"): at the end of each task but the last,
 10,000 states of its replay (recurrent agents: sub-sequences with about as many steps)
 are stored with the old actor's Gaussian (mean and log std of that task's head); every
-update then adds ``100 x KL(old || new)`` on 128 stored rows. The KL is taken between the
-pre-tanh Gaussians, which equals the KL between the squashed policies (tanh is a
-bijection). "The cloning and SAC gradients are averaged" (ClonEx's ``merge_gradients``:
+update then adds ``100 x KL(old || new)`` on 128 stored rows. As in the episodic code that
+ClonEx builds on (``Episodic_SAC.kl_divergence`` over ``continualworld``'s actor), the KL
+is by default between Gaussians whose means are the *squashed* means ``tanh(mu)`` (what
+CW's actor returns) and whose stds are the pre-tanh ones plus 1e-6
+(``quantity="tanh_mean"``): ``sum_a log(s_a/s'_a) + ((s'_a + 1e-6)^2 + (m'_a - m_a)^2) /
+(2 (s_a + 1e-6)^2) - 1/2`` with primes for the old policy. ``quantity="pre_tanh_mean"``
+takes the KL between the pre-tanh Gaussians (no 1e-6), which equals the KL between the
+squashed policies (tanh is a bijection): invariant, and larger than CW's on saturated
+dimensions. "The cloning and SAC gradients are averaged" (ClonEx's ``merge_gradients``:
 ``(g_sac + g_bc) / 2`` for the actor, critic untouched): the agent backpropagates the
 sum, and :meth:`Replay.after_backward` halves the actor's gradient. Under Adam a
 constant factor within a task changes nothing but the epsilon's weight; it is kept for
@@ -49,8 +55,10 @@ from agents.protection.common import (
     Rows,
     actor_inputs,
     cat_rows,
+    check_quantity,
     is_last_task,
     memory_rows,
+    policy_mean,
     rows_count,
     run_actor,
     sample_rows,
@@ -64,19 +72,23 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MODES = ("reservoir", "bc")
 DEFAULT_BATCH = {"reservoir": 512, "bc": 128}  # CW perfect memory; ClonEx
+KL_STD_EPS = 1e-6  # the episodic code's std stabiliser (tanh_mean form)
 
 
-def gaussian_kl(old_mean: Tensor, old_log_std: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
+def gaussian_kl(old_mean: Tensor, old_log_std: Tensor, mean: Tensor, log_std: Tensor, eps: float = 0.0) -> Tensor:
     """``KL(N(old) || N(new))`` of diagonal Gaussians, summed over the last axis.
+
+    ``eps`` is added to both stds in the variance terms (not in the log term), as the
+    ClonEx episodic code does; ``eps=0`` is the exact KL.
 
     Example:
         >>> zero = torch.zeros(1, 2)
         >>> gaussian_kl(zero, zero, zero, zero).item(), gaussian_kl(zero, zero, zero + 1.0, zero).item()
         (0.0, 1.0)
     """
-    variance_ratio = (2.0 * (old_log_std - log_std)).exp()
-    mean_term = ((mean - old_mean) / log_std.exp()).square()
-    return 0.5 * (variance_ratio + mean_term - 1.0).sum(-1) + (log_std - old_log_std).sum(-1)
+    std = log_std.exp() + eps
+    ratio = ((old_log_std.exp() + eps) / std).square()  # exactly 1 for an unchanged policy
+    return ((log_std - old_log_std) + 0.5 * (ratio - 1.0) + 0.5 * ((old_mean - mean) / std).square()).sum(-1)
 
 
 class Replay(Protection):
@@ -91,6 +103,8 @@ class Replay(Protection):
             env does not tell).
         memory_per_task: bc: states stored per finished task (ClonEx: 10,000).
         coefficient: bc: weight of the KL (ClonEx: 100).
+        quantity: bc: ``"tanh_mean"`` (the episodic code's KL on ``tanh(mu)``, default) or
+            ``"pre_tanh_mean"`` (the exact KL of the policies).
 
     State (in ``state_dict``): the settings, ``configured`` (reservoir), ``memory``
     (bc: actor inputs, old means and log stds of all stored rows) and ``memory_tasks``.
@@ -99,7 +113,7 @@ class Replay(Protection):
     name = "replay"
 
     def __init__(self, mode: str = "reservoir", batch_size: int | None = None, capacity: int | None = None,
-                 memory_per_task: int = 10_000, coefficient: float = 100.0) -> None:
+                 memory_per_task: int = 10_000, coefficient: float = 100.0, quantity: str = "tanh_mean") -> None:
         if mode not in MODES:
             raise ValueError(f"unknown replay mode {mode!r}; allowed: {', '.join(MODES)}")
         batch_size = DEFAULT_BATCH[mode] if batch_size is None else int(batch_size)
@@ -108,6 +122,7 @@ class Replay(Protection):
                              f"{batch_size}, {memory_per_task}, {capacity}, {coefficient}")
         self.mode, self.batch_size, self.capacity = mode, batch_size, capacity
         self.memory_per_task, self.coefficient = int(memory_per_task), float(coefficient)
+        self.quantity = check_quantity(quantity)
         self.configured = False
         self.memory: Rows = {}
         self.memory_tasks: list[int] = []
@@ -178,7 +193,11 @@ class Replay(Protection):
     def cloning_loss(self, agent: "SAC", rows: Rows) -> Tensor:
         """``coefficient x`` the mean over stored loss steps of ``KL(old || new)``."""
         mean, log_std = run_actor(agent.actor, rows, agent.actor_params(agent.current_task))
-        kl = gaussian_kl(rows["old_mean"], rows["old_log_std"], mean, log_std)
+        quantity = self.quantity
+        eps = KL_STD_EPS if quantity == "tanh_mean" else 0.0
+        # old_mean is stored pre-tanh; both means go through the same map
+        kl = gaussian_kl(policy_mean(rows["old_mean"], quantity), rows["old_log_std"],
+                         policy_mean(mean, quantity), log_std, eps)
         mask = rows["mask"]
         return self.coefficient * (kl * mask).sum() / mask.sum().clamp(min=1.0)
 
