@@ -638,6 +638,8 @@ class SAC:
             torch.nn.utils.clip_grad_norm_(self.actor.parameters(), self.config.clip_grad_norm)
             torch.nn.utils.clip_grad_norm_(self._critic_params, self.config.clip_grad_norm)
         self.optimizer.step()
+        if self._hooks["after_step"]:  # e.g. continual backprop's unit replacement
+            self.protection.after_step(self)
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, 1.0 - self.config.polyak)
         values = torch.stack(list(metrics.values()))

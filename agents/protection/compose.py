@@ -2,7 +2,8 @@
 
 :class:`Composite` runs its members' hooks in the order given: task starts and ends one
 after the other, losses summed, ``after_backward`` chained (each member edits the
-gradient the previous one left), the first member's task weights that are not None,
+gradient the previous one left), ``after_step`` chained likewise (each member
+edits the weights the previous one left), the first member's task weights that are not None,
 every member's extra trainable tensors. Its state is every member's name and state, so
 ``SAC.load`` (which rebuilds a method by name) restores the whole mixture.
 
@@ -145,6 +146,10 @@ class Composite(Protection):
     def after_backward(self, agent: "SAC") -> None:
         for member in self._with("after_backward"):
             member.after_backward(agent)
+
+    def after_step(self, agent: "SAC") -> None:
+        for member in self._with("after_step"):
+            member.after_step(agent)
 
     def task_parameters(self, agent: "SAC", task: int) -> dict[str, Tensor] | None:
         for member in self._with("task_parameters"):
