@@ -29,6 +29,11 @@ of unit ``j`` acts only on ``h_j``/``c_j``, so replacing some gate rows but not 
 would leave a unit half old, half new; and zeroing only the outgoing columns makes the
 whole unit invisible to the rest of the network at once.
 
+One exception to "invisible once its outgoing weights are zero": the body's first layer
+is LayerNorm'd, so each of its units also enters the mean and variance that normalise
+the others; a fresh unit there shifts its neighbours slightly (a test checks that every
+other unit layer is exactly invisible).
+
 A new trunk is one entry of :data:`CELL_UNITS` (its incoming slices with their gate
 block count, and its recurrent outgoing slices); the body and heads are shared.
 
