@@ -381,3 +381,22 @@ def test_a_checkpoint_resumes_exactly_with_every_method(name, kwargs, trunk, tmp
         assert torch.equal(a, b), n
     for a, b in zip(first.critic.parameters(), second.critic.parameters()):
         assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------- long scenarios
+def test_remapped_memory_changes_every_answer_at_every_task_and_checks_its_input():
+    import gymnasium as gym
+
+    from scenarios.factories import make_repeated_env, remapped_memory_tasks
+
+    env = gym.make("contenv/RemappedMemory-v0", steps_per_task=10).unwrapped
+    mappings = [spec.split("mapping='")[1][:4] for spec in env.task_names]
+    assert len(mappings) == 50 and env.task_id == "hidden"
+    assert all(all(a != b for a, b in zip(m, n)) for m, n in zip(mappings, mappings[1:]))
+    assert remapped_memory_tasks(5, seed=3) == remapped_memory_tasks(5, seed=3) != remapped_memory_tasks(5, seed=4)
+    with pytest.raises(ValueError, match="num_tasks must be an integer >= 1"):
+        remapped_memory_tasks(0)
+    with pytest.raises(ValueError, match="copy and repeat-first"):
+        remapped_memory_tasks(3, kind="tmaze")
+    with pytest.raises(ValueError, match="repeats must be an integer >= 1"):
+        make_repeated_env(repeats=0)
