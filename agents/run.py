@@ -7,7 +7,9 @@ directory holds
   ``steps_per_task``, ``horizon``, ...) and the full agent config (``sac``);
 - ``progress.csv``: one row per eval point (every ``eval_every`` steps and at the end):
   ``step``, ``active_task``, ``test/<mode>/<i>/<task>/{success,return,length}`` of every
-  position (batched evaluator), and training statistics ``train/...``;
+  position (batched evaluator), training statistics ``train/...`` and plasticity
+  readouts ``plasticity/<actor|q1|q2>/<dormant|srank|weight_norm|grad_norm>``
+  (:mod:`agents.plasticity`, on one replay batch per eval point);
 - ``tensorboard/``: the same numbers plus throughput, as TensorBoard events;
 - ``checkpoints/checkpoint.pt``: the latest resumable checkpoint (at every task end and
   at the first episode end after every ``checkpoint_every`` steps), and
@@ -47,6 +49,7 @@ import tyro
 import contenv
 from agents.checkpoint import load_checkpoint, save_checkpoint
 from agents.networks import TRUNKS
+from agents.plasticity import plasticity_columns, plasticity_metrics
 from agents.protection import PROTECTIONS, make_protection
 from agents.sac import SAC, Callback, SACConfig
 from contenv.continual import ContinualEnv
@@ -341,6 +344,7 @@ class RunCallback(Callback):
         metrics = agent.pop_metrics()
         row: dict[str, Any] = {"step": step, "active_task": agent.current_task, **result.as_row()}
         row.update({name: metrics.get(name) for name in train_columns(agent)})
+        row.update(plasticity_metrics(agent, step))  # dormant units, feature rank, weight and gradient norms
         self.writer.write(row)
         then, then_step = self._clock
         now = time.perf_counter()
@@ -371,7 +375,7 @@ class RunCallback(Callback):
 def train_columns(agent: SAC) -> list[str]:
     """The ``train/...`` columns of progress.csv (fixed, so every row has the same header)."""
     names = [f"train/{m}" for m in agent.METRICS] + [f"train/{e}" for e in agent.EPISODE_STATS]
-    return names + [f"train/alpha/{t}" for t in range(agent.num_tasks)]
+    return names + [f"train/alpha/{t}" for t in range(agent.num_tasks)] + plasticity_columns()
 
 
 def train(args: TrainArgs) -> Path:

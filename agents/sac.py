@@ -772,6 +772,8 @@ class SAC:
         check_update(torch.cat([loss.detach().view(1), values]), ["loss", *metrics], self.named_trainables(),
                      f"update {self.num_updates + 1} at env step {self.num_timesteps} (task {self.current_task})")
         self.optimizer.step()
+        if self._hooks["after_step"]:  # e.g. continual backprop's unit replacement
+            self.protection.after_step(self)
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._polyak_sources(), 1.0 - self.config.polyak)
         self._metric_sums = values if self._metric_sums is None else self._metric_sums + values

@@ -27,6 +27,11 @@ Definitions (Continual World, Wolczyk et al. 2021, and the official ``tables.py`
   0); AUC and AUC^b are averaged over seeds *before* normalising; FT = mean_i FT_i;
 - reference transfer RT = (1/N) sum_{i=2..N} max_{j<i} FT(j, i) of a transfer matrix
   (rows = source trained first, columns = target);
+- learning speed (plasticity, not a CW metric): AUC_i itself, the success of task i
+  averaged over its own window, i.e. how fast the task is learned from where the run
+  stood when it started; its *trend* is the least-squares slope of AUC_i against the
+  task index i (negative: later tasks are learned more slowly, a loss of plasticity),
+  and ``early``/``late`` are the mean AUC of the first and the last quarter of tasks;
 - 90 % bootstrap CIs over seeds, 4000 resamples, 5 % / 95 % quantiles ("midpoint"
   interpolation as CW's ``np.quantile``); for FT the CL runs and the reference runs are
   resampled independently.
@@ -87,6 +92,8 @@ __all__ = [
     "bootstrap_mean_ci",
     "estimate",
     "cw_metrics",
+    "learning_speed_trend",
+    "learning_speed",
     "load_transfer_matrix",
     "load_published_results",
 ]
@@ -590,6 +597,86 @@ def cw_metrics(
         transfer = bootstrap_distribution([cl_auc, ref_auc], forward_transfer_per_task, num_resamples, seed)
         out["forward_transfer"] = with_ci(per_task.mean(-1), transfer.mean(-1))
         out["forward_transfer_per_task"] = with_ci(per_task, transfer)
+    return out
+
+
+# --------------------------------------------------------------------------- plasticity
+
+
+def learning_speed_trend(auc: Tensor) -> Tensor:
+    """Least-squares slope of per-task learning speed against the task index; ``[..., T] -> [...]``.
+
+    Example:
+        >>> round(learning_speed_trend(torch.tensor([0.9, 0.7, 0.5])).item(), 6)  # loses 0.2 per task
+        -0.2
+    """
+    tasks = auc.shape[-1]
+    if tasks < 2:
+        raise ValueError(f"a learning-speed trend needs at least 2 tasks, got {tasks}")
+    index = torch.arange(tasks, dtype=auc.dtype, device=auc.device)
+    centred = index - index.mean()
+    return ((auc - auc.mean(-1, keepdim=True)) * centred).sum(-1) / centred.square().sum()
+
+
+def learning_speed(
+    success: Tensor,
+    steps: Tensor,
+    steps_per_task: int,
+    fraction: float = 0.25,
+    num_resamples: int = NUM_RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> dict[str, Estimate]:
+    """Per-task learning speed over a run and how it changes along the sequence, with
+    bootstrap CIs over seeds.
+
+    Args:
+        success: ``[S, E, T]`` success of S seeds (only task i's own window of column i
+            is read, so a matrix holding just the training curve of the active task
+            works too).
+        steps: ``[E]``.
+        steps_per_task: training steps of every task.
+        fraction: share of tasks in the ``early`` and ``late`` groups (at least one task each).
+        num_resamples, confidence, seed: see :func:`bootstrap_ci`.
+
+    Returns:
+        ``auc`` ``[T]`` (AUC_i, success within task i's window), ``trend`` (slope of AUC_i
+        against i), ``early`` and ``late`` (mean AUC_i of the first and last ``fraction``
+        of tasks) and ``late_minus_early``.
+
+    Example:
+        >>> steps = torch.tensor([10, 20, 30, 40, 50, 60, 70, 80])
+        >>> curve = torch.tensor([1.0, 1.0, 0.5, 1.0, 0.0, 1.0, 0.0, 0.0])  # learned ever later
+        >>> success = torch.stack([curve[:, None].expand(8, 4)] * 2)
+        >>> out = learning_speed(success, steps, 20)
+        >>> out["auc"].value.tolist(), round(out["trend"].value.item(), 3)
+        ([1.0, 0.75, 0.5, 0.0], -0.325)
+        >>> out["early"].value.item(), out["late"].value.item()
+        (1.0, 0.0)
+    """
+    if success.dim() != 3:
+        raise ValueError(f"success must be [seeds, eval_points, tasks], got {tuple(success.shape)}")
+    if not 0.0 < fraction <= 0.5:
+        raise ValueError(f"fraction must lie in (0, 0.5], got {fraction}")
+    auc = task_auc(success, steps, steps_per_task)  # [S, T]
+    tasks = auc.shape[-1]
+    group = max(1, int(round(fraction * tasks)))
+
+    def statistics(batch: Tensor) -> dict[str, Tensor]:  # [B, S, T] -> per statistic [B, ...]
+        mean = batch.mean(1)
+        early, late = mean[..., :group].mean(-1), mean[..., -group:].mean(-1)
+        return {"auc": mean, "trend": learning_speed_trend(mean), "early": early, "late": late,
+                "late_minus_early": late - early}
+
+    value = {k: v[0] for k, v in statistics(auc.unsqueeze(0)).items()}
+    resampled = bootstrap_distribution([auc], lambda b: torch.cat([t.reshape(num_resamples, -1) for t in statistics(b).values()], -1),
+                                       num_resamples, seed)
+    out, start = {}, 0
+    for key, v in value.items():
+        width = max(v.numel(), 1)
+        lo, hi = _percentiles(resampled[:, start : start + width], confidence)
+        out[key] = Estimate(v, lo.reshape(v.shape), hi.reshape(v.shape))
+        start += width
     return out
 
 

@@ -64,6 +64,7 @@ def test_a_run_writes_the_run_directory(uninterrupted):
     assert run.progress["active_task"].tolist() == [0, 0, 0, 1, 1, 1]
     assert run.stochastic.shape == (6, 2) and run.deterministic.shape == (6, 2)
     assert {"train/critic_loss", "train/return", "train/alpha/1"} <= set(run.progress.columns)
+    assert run.progress["plasticity/q1/srank"].notna().all() and (run.progress["plasticity/actor/grad_norm"] > 0).all()
     config = json.loads((uninterrupted / "config.json").read_text())
     for key in ("scenario", "tasks", "steps_per_task", "seed", "agent", "protection", "eval_every", "sac"):
         assert key in config

@@ -38,6 +38,12 @@ PROTECTIONS: dict[str, str] = {
     "vcl": "agents.protection.vcl:VCL",
     "clonex": "agents.protection.clonex:ClonEx",
     "composite": "agents.protection.compose:Composite",
+    # plasticity (issue 12)
+    "cbp": "agents.protection.cbp:ContinualBackprop",
+    "shrink-perturb": "agents.protection.shrink_perturb:ShrinkPerturb",
+    "l2-init": "agents.protection.l2_init:L2Init",
+    "redo": "agents.protection.redo:ReDo",
+    "reset-last": "agents.protection.reset_last:ResetLast",
 }
 __all__ = ["HOOKS", "PROTECTIONS", "Protection", "defines", "make_protection", "register_protection"]
 

@@ -17,6 +17,9 @@ hook                          when the agent calls it                           
                               SAC loss before one backward pass (a term over critic
                               weights regularises the critic too)
 ``after_backward(agent)``     between backward and the optimizer step                 PackNet, A-GEM
+``after_step(agent)``         right after every optimizer step (before the target     CBP, ReDo, shrink-and-
+                              critic's polyak update): edit weights and optimizer     perturb (every k updates)
+                              state in place, e.g. replace units (issue 12)
 ``task_parameters(agent, t)`` whenever the actor runs for task ``t`` (acting,         HNET, PackNet at test time
                               updates, evaluation); a dict of actor weights (full
                               or partial) or None for the actor's own
@@ -67,8 +70,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from agents.replay import Batch
     from agents.sac import SAC
 
-HOOKS = ("setup", "on_task_start", "on_task_end", "loss", "after_backward", "task_parameters", "trainable_parameters",
-         "exploration_task", "critic_parameters")
+HOOKS = (
+    "setup", "on_task_start", "on_task_end", "loss", "after_backward", "after_step", "task_parameters",
+    "trainable_parameters", "exploration_task", "critic_parameters",
+)
 
 
 class Protection:
@@ -96,6 +101,14 @@ class Protection:
 
     def after_backward(self, agent: "SAC") -> None:
         """Edit ``.grad`` of the agent's parameters before the optimizer step."""
+
+    def after_step(self, agent: "SAC") -> None:
+        """Edit the agent's weights (and optimizer state) right after an optimizer step.
+
+        Runs under the caller's autograd mode; wrap edits in ``torch.no_grad()``. Weights
+        the target critic should follow at once must be copied there too (the polyak
+        update that follows moves it only by ``1 - polyak``).
+        """
 
     def task_parameters(self, agent: "SAC", task: int) -> dict[str, Tensor] | None:
         """Actor weights to use for ``task`` (None: the actor's own)."""

@@ -2,7 +2,8 @@
 
 :class:`Composite` runs its members' hooks in the order given: task starts and ends one
 after the other, losses summed, ``after_backward`` chained (each member edits the
-gradient the previous one left), the first member's task weights (and exploration task) that are not None,
+gradient the previous one left), ``after_step`` chained likewise (each member
+edits the weights the previous one left), the first member's task weights (and exploration task) that are not None,
 every member's extra trainable tensors. Its state is every member's name and state, so
 ``SAC.load`` (which rebuilds a method by name) restores the whole mixture.
 
@@ -17,13 +18,18 @@ every member's extra trainable tensors. Its state is every member's name and sta
   so a penalty on the actor's own tensors regularises nothing that is used; PackNet
   already freezes old tasks' weights exactly, and a pull towards the anchor fights its
   pruning and retraining of the free ones;
+- a weight owner with a plasticity method (``cbp``, ``shrink-perturb``, ``l2-init``,
+  ``redo``, ``reset-last``): these rewrite or pull the actor's own weights, which the
+  owner either does not use (HNET) or keeps frozen for old tasks (PackNet);
+- ``cbp`` with ``redo``: both recycle units of the same layers on their own schedule;
 - a weight owner with ``agem`` or ``replay``: the agent runs every replayed row with the
   *current* task's weights, so old tasks' data would train the current task's weights
   (for HNET, its current embedding) while each old task keeps weights of its own; and
   A-GEM's projection would undo PackNet's gradient masks.
 
 Everything else composes, e.g. ``replay`` (either mode) with one regulariser, ``agem``
-with a regulariser, ``agem`` with ``replay``. ``finetune`` adds nothing and is allowed.
+with a regulariser, ``agem`` with ``replay``, a plasticity method with a regulariser
+(``cbp+ewc``). ``finetune`` adds nothing and is allowed.
 
 Example:
     >>> check_combination(["replay", "ewc"])
@@ -48,13 +54,16 @@ if TYPE_CHECKING:  # pragma: no cover
 WEIGHT_OWNERS = ("packnet", "hnet")
 REGULARISERS = ("l2", "ewc", "online-ewc", "mas", "vcl")
 REPLAYS = ("agem", "replay", "clonex")
+PLASTICITY = ("cbp", "shrink-perturb", "l2-init", "redo", "reset-last")
+RECYCLERS = ("cbp", "redo")
 
 
 def _conflict(a: str, b: str) -> str | None:
     """Why methods ``a`` and ``b`` do not combine (None: they do)."""
     kinds = {a: set(), b: set()}
     for name in (a, b):
-        for kind, members in (("owner", WEIGHT_OWNERS), ("regulariser", REGULARISERS), ("replay", REPLAYS)):
+        for kind, members in (("owner", WEIGHT_OWNERS), ("regulariser", REGULARISERS), ("replay", REPLAYS),
+                              ("plasticity", PLASTICITY)):
             if name in members:
                 kinds[name].add(kind)
     pair = kinds[a] | kinds[b]
@@ -64,6 +73,11 @@ def _conflict(a: str, b: str) -> str | None:
         return "both decide which actor weights each task runs with"
     if kinds[a] == kinds[b] == {"regulariser"}:
         return "both are importance regularisers of the same actor weights (same anchor weighted twice); keep one"
+    if {a, b} <= set(RECYCLERS):
+        return "both recycle units of the same layers on their own schedules; keep one"
+    if pair == {"owner", "plasticity"}:
+        return ("the plasticity method rewrites or pulls the actor's own weights, which the weight owner does not "
+                "use (HNET generates them) or keeps frozen for old tasks (PackNet)")
     if pair == {"owner", "regulariser"}:
         return ("the weight owner already keeps old tasks' weights (HNET generates them, PackNet freezes them); "
                 "a penalty on the actor's own weights is redundant or fights it")
@@ -130,6 +144,10 @@ class Composite(Protection):
     def _with(self, hook: str) -> list[Protection]:
         return [m for m in self.members if defines(m, hook)]
 
+    def setup(self, agent: "SAC") -> None:
+        for member in self._with("setup"):
+            member.setup(agent)
+
     def on_task_start(self, agent: "SAC", task: int) -> None:
         for member in self._with("on_task_start"):
             member.on_task_start(agent, task)
@@ -145,6 +163,10 @@ class Composite(Protection):
     def after_backward(self, agent: "SAC") -> None:
         for member in self._with("after_backward"):
             member.after_backward(agent)
+
+    def after_step(self, agent: "SAC") -> None:
+        for member in self._with("after_step"):
+            member.after_step(agent)
 
     def task_parameters(self, agent: "SAC", task: int) -> dict[str, Tensor] | None:
         for member in self._with("task_parameters"):
