@@ -91,6 +91,8 @@ def plasticity_metrics(agent: "SAC", step: int) -> dict[str, float | None]:
     if batch is None or batch.mask.sum() == 0:
         return out
     named = dict(networks(agent))
+    if not any(p.requires_grad for net in named.values() for p in net.parameters()):
+        return out  # a seed of a batched run: its networks are views of the stacked weights (not logged)
     generator_state = agent.generator.get_state()
     try:
         loss, _ = agent.compute_loss(batch, include_protection=False)
