@@ -101,19 +101,19 @@ class Batch:
 def pad_rows(rows: dict[str, Tensor], steps: int, prefix_steps: int = 0) -> dict[str, Tensor]:
     """Pad every per-step tensor of a batch-like dict along its step axis (axis 1).
 
-    Window tensors (``T`` or ``T + 1`` long, read from ``rows["action"]``) are padded at
+    Window tensors (``T`` or ``T + 1`` long, read from ``rows["mask"]``) are padded at
     the end with zeros (``task`` repeats its last entry, so it stays a valid head index);
     ``prefix_*`` tensors are right-aligned and padded at the start. Other entries with a
     step axis, such as stored actor outputs ``[B, T, A]``, are padded like window tensors.
 
     Example:
-        >>> rows = {"action": torch.ones(2, 3, 1), "obs": torch.ones(2, 4, 5), "task": torch.ones(2, 3, dtype=torch.long),
+        >>> rows = {"mask": torch.ones(2, 3), "obs": torch.ones(2, 4, 5), "task": torch.ones(2, 3, dtype=torch.long),
         ...         "prefix_mask": torch.ones(2, 1)}
         >>> out = pad_rows(rows, steps=5, prefix_steps=2)
         >>> out["obs"].shape, out["task"][0].tolist(), out["prefix_mask"][0].tolist()
         (torch.Size([2, 6, 5]), [1, 1, 1, 1, 1], [0.0, 1.0])
     """
-    current = rows["action"].shape[1]
+    current = rows["mask"].shape[1]
     if steps < current:
         raise ValueError(f"cannot pad a batch of {current} steps to {steps}")
     out = {}

@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agents.networks import LEAKY_RELU_SLOPE, Actor, QNetwork
+from agents.networks import LEAKY_RELU_SLOPE, Actor, MLPBody, QNetwork
 
 if TYPE_CHECKING:  # pragma: no cover
     from agents.replay import Batch
@@ -143,7 +143,7 @@ def body_activations(body: nn.Module, p: dict[str, Tensor], prefix: str, x: Tens
     """Every hidden layer's output of an :class:`~agents.networks.MLPBody` (mirrors ``MLPBody.run``;
     a test checks that the last one equals ``run``'s output)."""
     x = F.linear(x, p[prefix + "layers.0.weight"], p[prefix + "layers.0.bias"])
-    x = torch.tanh(F.layer_norm(x, x.shape[-1:], p[prefix + "norm.weight"], p[prefix + "norm.bias"]))
+    x = torch.tanh(F.layer_norm(x, x.shape[-1:], p[prefix + "norm.weight"], p[prefix + "norm.bias"], MLPBody.NORM_EPS))
     out = [x]
     for i in range(1, len(body.layers)):
         x = F.leaky_relu(F.linear(x, p[f"{prefix}layers.{i}.weight"], p[f"{prefix}layers.{i}.bias"]), LEAKY_RELU_SLOPE)

@@ -193,7 +193,7 @@ def test_a_non_finite_loss_or_gradient_stops_the_run_before_any_weight_changes(t
     monkeypatch.setattr(SAC, "compute_loss", compute_loss)
     agents = []
     monkeypatch.setattr(SAC, "pop_metrics", lambda self, _orig=SAC.pop_metrics: (agents.append(self), _orig(self))[1])
-    match = r"update 40 at env step \d+ \(task 0\): " + ("non-finite loss \\(loss=nan, critic_loss=nan\\)"
+    match = r"update \d+ at env step \d+ \(task 0\): " + ("non-finite loss \\(loss=nan, critic_loss=nan\\)"
                                                         if fault == "loss" else "non-finite gradient of log_alpha")
     with pytest.raises(NonFiniteError, match=match):
         train(small_args(tmp_path / "run", tasks=("copy(p=1)",), update_every=5, eval_every=20))

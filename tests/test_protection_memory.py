@@ -155,7 +155,7 @@ def test_cloning_kl_is_zero_for_the_old_policy_positive_after_change_and_pulls_b
     assert torch.equal(memory["old_mean"], mean.detach()) and torch.equal(memory["old_log_std"], log_std.detach())
     assert bool((memory["task"] == 0).all())  # task 0's head: its outputs are what is stored
     agent.current_task = 1
-    assert abs(bc.loss(agent, None).item()) < 1e-6  # float rounding only: a batch of 16 vs the stored 60
+    assert abs(bc.loss(agent, None).item()) < 1e-5  # float rounding only: a batch of 16 (other padding) vs the stored 60
 
     with torch.no_grad():  # the new task's head is free to change: cloning looks at task 0's head only
         agent.actor.mean.weight[2:].add_(1.0)

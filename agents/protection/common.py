@@ -121,7 +121,7 @@ def cat_rows(first: Rows, second: Rows) -> Rows:
     if not first:
         return dict(second)
     if "prev_action" in first:  # sequence rows: windows and prefixes may differ in length
-        steps = max(first["action"].shape[1], second["action"].shape[1])
+        steps = max(first["mask"].shape[1], second["mask"].shape[1])
         prefix = max(rows["prefix_mask"].shape[1] if "prefix_mask" in rows else 0 for rows in (first, second))
         first, second = pad_rows(first, steps, prefix), pad_rows(second, steps, prefix)
     return {name: torch.cat([first[name], second[name]]) for name in first}

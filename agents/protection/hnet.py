@@ -56,12 +56,13 @@ look-ahead variant of the regulariser and its random subset of old tasks per ste
 
 Example:
     The compression ratio for Continual World's MLP actor and a GRU actor of the same
-    widths (CW10: 39-dim observations, 4-dim actions, 10 tasks):
+    widths (GRU 256, 4 x 256; CW10: 39-dim observations, 4-dim actions, 10 tasks):
 
     >>> from agents.sac import SAC, SACConfig, SpaceSpec
     >>> cw10 = SpaceSpec(obs_dim=49, task_width=39, num_tasks=10, action_dim=4, onehot=True)
     >>> for trunk in ("mlp", "gru"):
-    ...     hnet = SAC(spec=cw10, config=SACConfig(trunk=trunk), protection=HyperNetwork(), seed=0).protection
+    ...     config = SACConfig(trunk=trunk, hidden_sizes=(256,) * 4, rnn_size=256)
+    ...     hnet = SAC(spec=cw10, config=config, protection=HyperNetwork(), seed=0).protection
     ...     print(trunk, hnet.target_size, hnet.chunk_size, hnet.num_chunks, hnet.hypernetwork_size,
     ...           round(hnet.compression_ratio, 4))
     mlp 210184 2903 73 199671 0.95
