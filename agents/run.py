@@ -28,7 +28,7 @@ Example:
     ...                  eval_every=20, eval_episodes=1, eval_deterministic_episodes=0,
     ...                  run_dir=Path(tempfile.mkdtemp()) / "run", progress_bar=False)
     >>> run_dir = train(args)
-    >>> from contenv.rundir import load_run
+    >>> from contenv.evaluation.rundir import load_run
     >>> load_run(run_dir).steps.tolist()
     [20, 40]
 """
@@ -53,7 +53,7 @@ from agents.plasticity import plasticity_columns, plasticity_metrics
 from agents.protection import PROTECTIONS, make_protection
 from agents.sac import SAC, Callback, SACConfig
 from contenv.continual import ContinualEnv
-from contenv.rundir import CONFIG_FILE, RunWriter, write_config
+from contenv.evaluation.rundir import CONFIG_FILE, RunWriter, write_config
 from contenv.tasks.registry import unknown_name_error
 
 CHECKPOINT_DIR = "checkpoints"
