@@ -33,8 +33,8 @@ import torch
 
 from agents.batched import BatchedSAC, check_protection, parse_seeds
 from agents.checkpoint import load_checkpoint
-from agents.run import (CHECKPOINT_DIR, CHECKPOINT_FILE, RunCallback, RunError, TrainArgs, check_args, default_run_dir,
-                        make_scenario, prepare_run_dir, resolve_device, run_config)
+from agents.run_common import (CHECKPOINT_DIR, CHECKPOINT_FILE, RunCallback, RunError, TrainArgs, check_args,
+                               default_run_dir, make_scenario, prepare_run_dir, resolve_device, run_config)
 from contenv.evaluation.rundir import RunWriter
 
 
