@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from torch import Tensor
 
 from agents.protection.base import Protection, defines
+from agents.protection.registry import build_protection
 
 if TYPE_CHECKING:  # pragma: no cover
     from agents.replay import Batch
@@ -123,11 +124,9 @@ class Composite(Protection):
     name = "composite"
 
     def __init__(self, methods: Iterable[Protection | str] | str = (), **kwargs: dict[str, Any]) -> None:
-        from agents.protection import make_protection  # the registry imports this module lazily
-
         if isinstance(methods, str):
             methods = [m for m in methods.split("+") if m]
-        members = [make_protection(m, **kwargs.pop(m, {})) if isinstance(m, str) else m for m in methods]
+        members = [build_protection(m, **kwargs.pop(m, {})) if isinstance(m, str) else m for m in methods]
         if kwargs:
             raise ValueError(f"arguments for {sorted(kwargs)}, which are not members given by name")
         self.members: list[Protection] = []
@@ -191,11 +190,9 @@ class Composite(Protection):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Load every member's state; an empty composite (as ``SAC.load`` makes it) first
         builds its members by name from the registry."""
-        from agents.protection import make_protection
-
         names = [name for name, _ in state["members"]]
         if not self.members:
-            self._set_members([make_protection(name) for name in names])
+            self._set_members([build_protection(name) for name in names])
         if names != self.names:
             raise ValueError(f"composite state of {names} cannot load into a composite of {self.names}")
         for member, (_, member_state) in zip(self.members, state["members"]):
