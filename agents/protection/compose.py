@@ -49,8 +49,8 @@ from agents.protection.base import Protection, defines
 from agents.protection.registry import build_protection
 
 if TYPE_CHECKING:  # pragma: no cover
+    from agents.protection.base import Agent
     from agents.replay import Batch
-    from agents.sac import SAC
 
 WEIGHT_OWNERS = ("packnet", "hnet")
 REGULARISERS = ("l2", "ewc", "online-ewc", "mas", "vcl")
@@ -143,45 +143,45 @@ class Composite(Protection):
     def _with(self, hook: str) -> list[Protection]:
         return [m for m in self.members if defines(m, hook)]
 
-    def setup(self, agent: "SAC") -> None:
+    def setup(self, agent: "Agent") -> None:
         for member in self._with("setup"):
             member.setup(agent)
 
-    def on_task_start(self, agent: "SAC", task: int) -> None:
+    def on_task_start(self, agent: "Agent", task: int) -> None:
         for member in self._with("on_task_start"):
             member.on_task_start(agent, task)
 
-    def on_task_end(self, agent: "SAC", task: int) -> None:
+    def on_task_end(self, agent: "Agent", task: int) -> None:
         for member in self._with("on_task_end"):
             member.on_task_end(agent, task)
 
-    def loss(self, agent: "SAC", batch: "Batch") -> Tensor | None:
+    def loss(self, agent: "Agent", batch: "Batch") -> Tensor | None:
         losses = [loss for m in self._with("loss") if (loss := m.loss(agent, batch)) is not None]
         return sum(losses[1:], losses[0]) if losses else None
 
-    def after_backward(self, agent: "SAC") -> None:
+    def after_backward(self, agent: "Agent") -> None:
         for member in self._with("after_backward"):
             member.after_backward(agent)
 
-    def after_step(self, agent: "SAC") -> None:
+    def after_step(self, agent: "Agent") -> None:
         for member in self._with("after_step"):
             member.after_step(agent)
 
-    def task_parameters(self, agent: "SAC", task: int) -> dict[str, Tensor] | None:
+    def task_parameters(self, agent: "Agent", task: int) -> dict[str, Tensor] | None:
         for member in self._with("task_parameters"):
             params = member.task_parameters(agent, task)
             if params is not None:
                 return params
         return None
 
-    def exploration_task(self, agent: "SAC", task: int) -> int | None:
+    def exploration_task(self, agent: "Agent", task: int) -> int | None:
         for member in self._with("exploration_task"):
             chosen = member.exploration_task(agent, task)
             if chosen is not None:
                 return chosen
         return None
 
-    def trainable_parameters(self, agent: "SAC") -> list[Tensor]:
+    def trainable_parameters(self, agent: "Agent") -> list[Tensor]:
         return [p for member in self._with("trainable_parameters") for p in member.trainable_parameters(agent)]
 
     def state_dict(self) -> dict[str, Any]:
