@@ -19,7 +19,7 @@ Example:
     ...                  eval_every=20, eval_episodes=1, eval_deterministic_episodes=0, seeds="0,1",
     ...                  run_dir=Path(tempfile.mkdtemp()) / "runs", progress_bar=False)
     >>> root = train_seeds(args)
-    >>> from contenv.rundir import load_run
+    >>> from contenv.evaluation.rundir import load_run
     >>> sorted(p.name for p in root.iterdir()), load_run(root / "seed1").steps.tolist()
     (['seed0', 'seed1'], [20, 40])
 """
@@ -33,9 +33,9 @@ import torch
 
 from agents.batched import BatchedSAC, check_protection, parse_seeds
 from agents.checkpoint import load_checkpoint
-from agents.run import (CHECKPOINT_DIR, CHECKPOINT_FILE, RunCallback, RunError, TrainArgs, check_args, default_run_dir,
-                        make_scenario, prepare_run_dir, resolve_device, run_config)
-from contenv.rundir import RunWriter
+from agents.run_common import (CHECKPOINT_DIR, CHECKPOINT_FILE, RunCallback, RunError, TrainArgs, check_args,
+                               default_run_dir, make_scenario, prepare_run_dir, resolve_device, run_config)
+from contenv.evaluation.rundir import RunWriter
 
 
 def seed_args(args: TrainArgs) -> list[TrainArgs]:

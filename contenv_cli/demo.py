@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="directory for the demo's run directories (default: runs/demo/<time>; must not exist)")
     args = parser.parse_args(argv)
-    from contenv.report import build_reports, reference_from_runs, render
-    from contenv.rundir import load_runs
+    from contenv.evaluation.report import build_reports, reference_from_runs, render
+    from contenv.evaluation.rundir import load_runs
 
     out = args.out or Path("runs/demo") / time.strftime("%Y%m%d-%H%M%S")
     if out.exists():

@@ -36,7 +36,7 @@ import tyro
 from agents.batched import parse_seeds
 from agents.checkpoint import CheckpointError
 from agents.run import TrainArgs, make_scenario, train
-from contenv.rundir import RunLoadError, load_run
+from contenv.evaluation.rundir import RunLoadError, load_run
 
 
 @dataclass

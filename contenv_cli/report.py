@@ -22,8 +22,8 @@ from typing import Literal, Optional
 import torch
 import tyro
 
-from contenv import metrics
-from contenv.report import (
+from contenv.evaluation import metrics
+from contenv.evaluation.report import (
     SHIPPED_MATRIX_NOTE,
     ReferenceSet,
     build_reports,
@@ -34,7 +34,7 @@ from contenv.report import (
     render_per_task,
     write_plots,
 )
-from contenv.rundir import RunLoadError, load_runs
+from contenv.evaluation.rundir import RunLoadError, load_runs
 
 
 @dataclass

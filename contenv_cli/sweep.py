@@ -108,7 +108,7 @@ def expand(args: SweepArgs, train_args: list[str]) -> list[Trial]:
 
 def trial_state(run_dir: Path) -> str:
     """``done`` (every eval point logged), ``started`` (resume it) or ``new``."""
-    from contenv.rundir import RunLoadError, load_run
+    from contenv.evaluation.rundir import RunLoadError, load_run
 
     if not (run_dir / "config.json").exists():
         return "new"

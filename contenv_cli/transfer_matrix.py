@@ -66,8 +66,8 @@ def compute_matrix(args: MatrixArgs, device: str = "cpu"):
     """FT(A -> B) for every pair from the finished runs; returns a ``[N, N]`` tensor."""
     import torch
 
-    from contenv.metrics import forward_transfer_per_task, reference_auc, task_auc
-    from contenv.rundir import load_run
+    from contenv.evaluation.metrics import forward_transfer_per_task, reference_auc, task_auc
+    from contenv.evaluation.rundir import load_run
 
     def runs(group: Path) -> list:
         dirs = sorted(group.glob("seed*"))
@@ -98,7 +98,7 @@ def write_matrix_csv(path: Path, tasks: list[str], matrix) -> None:
 def main(argv: list[str] | None = None) -> int:
     import tyro
 
-    from contenv.metrics import reference_transfer
+    from contenv.evaluation.metrics import reference_transfer
 
     argv = list(sys.argv[1:] if argv is None else argv)
     train_args: list[str] = []

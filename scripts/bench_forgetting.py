@@ -13,7 +13,7 @@ Two short scenarios, each a three-task ``contenv/Sequence-v0``:
 Every trial is one ``scripts/train.py`` run directory (``OUT/<scenario>/<method>/seed<k>``),
 so the benchmark resumes: finished runs are skipped, killed ones continue from their last
 checkpoint. At the end the Continual World table of each scenario is printed
-(``contenv.report``; forward transfer needs reference runs and is left out).
+(``contenv.evaluation.report``; forward transfer needs reference runs and is left out).
 
 Budgets (``--budget``; ``--smoke`` is ``--budget smoke --seeds 1``):
 
@@ -154,8 +154,8 @@ def run_trial(train_args: Any) -> tuple[str, float, str | None]:
 
 
 def report(args: BenchArgs) -> None:
-    from contenv.report import build_reports, render
-    from contenv.rundir import load_runs
+    from contenv.evaluation.report import build_reports, render
+    from contenv.evaluation.rundir import load_runs
 
     for scenario in args.scenarios:
         runs, errors = load_runs([args.out / scenario]) if (args.out / scenario).exists() else ([], [])

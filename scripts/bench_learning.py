@@ -41,7 +41,7 @@ import tyro
 
 from agents.networks import RecurrentCell
 from agents.run import TrainArgs, train
-from contenv.rundir import load_run
+from contenv.evaluation.rundir import load_run
 
 CHANCE = {"repeat-first": 0.25, "tmaze": 0.5, "copy": None, "bits": 0.5}
 

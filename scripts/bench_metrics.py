@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import tyro
 
-from contenv import metrics
+from contenv.evaluation import metrics
 
 
 @dataclass

@@ -6,7 +6,7 @@ derangement of the previous one, so every old answer is wrong), task id hidden (
 shared head), CW's rules (replay emptied and a new Adam at every task start). A GRU
 agent must relearn the mapping from scratch at every task; the learning speed of task
 ``i`` is its success averaged over its own window (training episodes of that task,
-read every ``chunk`` steps), and ``contenv.metrics.learning_speed`` turns the runs into
+read every ``chunk`` steps), and ``contenv.evaluation.metrics.learning_speed`` turns the runs into
 early vs late learning speed, their difference and the trend against task index, with
 90 % bootstrap CIs over seeds.
 
@@ -142,7 +142,7 @@ def report(args: BenchArgs) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from contenv.metrics import learning_speed
+    from contenv.evaluation.metrics import learning_speed
 
     trials = load_trials(args)
     if not trials:

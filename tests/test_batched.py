@@ -17,7 +17,7 @@ from agents.batched_run import train_seeds
 from agents.replay import Batch
 from agents.run import RunError, TrainArgs, train
 from agents.sac import SAC, SACConfig
-from contenv.rundir import load_run
+from contenv.evaluation.rundir import load_run
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from agents.run import TrainArgs, train
 from agents.sac import SAC, SACConfig
 from contenv.continual import ContinualEnv
 from contenv.finite import NonFiniteError
-from contenv.rundir import load_run
+from contenv.evaluation.rundir import load_run
 from contenv.tasks.memory import CopyTask
 from contenv.tasks.metaworld import MetaWorldTask
 from contenv.tasks.registry import make_task

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from contenv import metrics
-from contenv.metrics import (
+from contenv.evaluation import metrics
+from contenv.evaluation.metrics import (
     average_forgetting,
     average_performance,
     bootstrap_ci,

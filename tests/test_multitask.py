@@ -12,8 +12,8 @@ from agents.multitask import MultiTaskSAC
 from agents.run import RunError, TrainArgs, train
 from agents.sac import SACConfig
 from contenv.multitask import MultiTaskEnv
-from contenv.report import build_reports
-from contenv.rundir import load_run
+from contenv.evaluation.report import build_reports
+from contenv.evaluation.rundir import load_run
 
 torch.set_num_threads(1)
 TASKS = ("repeat-first(d=2)", "copy(p=1,i=1)")

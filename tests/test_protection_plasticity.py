@@ -17,7 +17,7 @@ from agents.protection.redo import ReDo, dormant_scores
 from agents.protection.shrink_perturb import ShrinkPerturb
 from agents.sac import SAC
 from agents.units import activations, body_activations, fresh_network, networks, reinit_units, unit_layers
-from contenv.metrics import learning_speed, learning_speed_trend
+from contenv.evaluation.metrics import learning_speed, learning_speed_trend
 from tests.protection_helpers import fill, make_agent, registered_protections, tiny_config, tiny_env  # noqa: F401
 
 TRUNKS = ("mlp", "gru", "lstm")

@@ -9,7 +9,7 @@ import torch
 
 import contenv  # noqa: F401
 from agents.run import RunError, TrainArgs, train
-from contenv.rundir import PROGRESS_FILE, load_run
+from contenv.evaluation.rundir import PROGRESS_FILE, load_run
 
 torch.set_num_threads(1)
 
@@ -72,7 +72,7 @@ def test_the_cli_reports_bad_protection_kwargs_without_a_traceback(tmp_path, cap
 def _sb3_learn(run_dir, steps=40, model=None, **callback_kwargs):
     from stable_baselines3 import SAC
 
-    from contenv.sb3 import ContinualEvalCallback
+    from contenv.evaluation.sb3 import ContinualEvalCallback
 
     env = gym.make("contenv/Sequence-v0", tasks=["copy(p=1)", "copy(p=2)"], steps_per_task=40)
     if model is None:
@@ -103,7 +103,7 @@ def test_the_sb3_callback_refuses_a_resume_with_another_config(sb3_run):
     run_dir, model = sb3_run
     before = snapshot(run_dir)
     with pytest.raises(ValueError, match=r"differs from the run .*eval_every: 20 -> 10"):
-        from contenv.sb3 import ContinualEvalCallback
+        from contenv.evaluation.sb3 import ContinualEvalCallback
 
         env = gym.make("contenv/Sequence-v0", tasks=["copy(p=1)", "copy(p=2)"], steps_per_task=40)
         model.set_env(env)

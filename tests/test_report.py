@@ -1,4 +1,4 @@
-"""scripts/report.py and contenv.report on synthetic run directories with known success values."""
+"""scripts/report.py and contenv.evaluation.report on synthetic run directories with known success values."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import pandas as pd
 import pytest
 import torch
 
-from contenv import metrics
-from contenv.report import (
+from contenv.evaluation import metrics
+from contenv.evaluation.report import (
     ScenarioReport,
     method_result,
     per_task_rows,
     read_reference_csv,
     reference_matrix,
 )
-from contenv.rundir import PROGRESS_FILE, RunLoadError, RunWriter, success_column, write_config
+from contenv.evaluation.rundir import PROGRESS_FILE, RunLoadError, RunWriter, success_column, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SPT = 100
@@ -194,7 +194,7 @@ def test_published_rows_stand_apart_from_runs_of_another_protocol(cli, capsys, r
 
 
 def test_published_rows_sit_beside_runs_of_their_task_list_with_a_budget_warning(cli, capsys, tmp_path):
-    from contenv.report import published_protocol
+    from contenv.evaluation.report import published_protocol
 
     tasks, _ = published_protocol("cw10")
     steps = list(range(0, 10 * SPT + 1, 20))
@@ -311,7 +311,7 @@ def test_plots_are_written(cli, capsys, runs, references, tmp_path):
 
 
 def test_plots_name_their_bands_and_the_transfer_matrix_source(monkeypatch, tmp_path):
-    import contenv.report as report_module
+    import contenv.evaluation.report as report_module
 
     titles = []
     monkeypatch.setattr(report_module, "plot_transfer_matrix", lambda names, m, path, title="": titles.append(title))

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from contenv.rundir import (
+from contenv.evaluation.rundir import (
     PROGRESS_FILE,
     RunLoadError,
     RunWriter,

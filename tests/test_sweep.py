@@ -13,8 +13,8 @@ sys.path.insert(0, str(SCRIPTS))
 import sweep  # noqa: E402
 import transfer_matrix  # noqa: E402
 
-from contenv.metrics import forward_transfer_per_task  # noqa: E402
-from contenv.rundir import RunWriter, write_config  # noqa: E402
+from contenv.evaluation.metrics import forward_transfer_per_task  # noqa: E402
+from contenv.evaluation.rundir import RunWriter, write_config  # noqa: E402
 
 TINY = ["--tasks", "repeat-first(d=2)", "copy(p=1,i=1)", "--steps-per-task", "300", "--agent", "gru",
         "--hidden-sizes", "16", "--rnn-size", "16", "--random-steps", "100", "--update-after", "100",

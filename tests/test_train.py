@@ -14,7 +14,7 @@ import torch
 from agents.checkpoint import CheckpointError
 from agents.run import RunError, TrainArgs, train
 from agents.sac import SAC
-from contenv.rundir import load_run
+from contenv.evaluation.rundir import load_run
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,8 +166,8 @@ def test_args_defaults_are_continual_worlds():
 
 
 def test_reference_runs_train_each_task_alone_and_feed_the_report(tmp_path, capsys):
-    from contenv.report import reference_from_runs
-    from contenv.rundir import load_runs
+    from contenv.evaluation.report import reference_from_runs
+    from contenv.evaluation.rundir import load_runs
 
     reference = _script("reference")
     args = reference.ReferenceArgs(**{**TINY, "tasks": ("reach-v3", "push-v3", "reach-v3"), "steps_per_task": 100,

@@ -49,7 +49,7 @@ from agents.protection.common import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from agents.sac import SAC
+    from agents.protection.base import Agent
 
 
 def project(gradient: Tensor, reference: Tensor) -> Tensor:
@@ -87,14 +87,14 @@ class AGEM(Protection):
         self.updates = 0
         self.violations: Tensor | int = 0  # a tensor once counting starts: no GPU sync per update
 
-    def on_task_end(self, agent: "SAC", task: int) -> None:
+    def on_task_end(self, agent: "Agent", task: int) -> None:
         if is_last_task(agent, task):
             return
         rows = sample_task_rows(agent, task, memory_rows(agent, self.memory_per_task))
         self.memory = cat_rows(self.memory, {name: value.detach().clone() for name, value in rows.items()})
         self.memory_tasks.append(int(task))
 
-    def after_backward(self, agent: "SAC") -> None:
+    def after_backward(self, agent: "Agent") -> None:
         if rows_count(self.memory) == 0:
             return
         params = [*agent.actor.parameters(), *agent.critic.parameters()]

@@ -62,13 +62,54 @@ Example:
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+import torch
 from torch import Tensor
 
 if TYPE_CHECKING:  # pragma: no cover
-    from agents.replay import Batch
-    from agents.sac import SAC
+    from agents.networks import Actor, TwinCritic
+    from agents.replay import Batch, SequenceReplay, TransitionReplay
+
+
+class Agent(Protocol):
+    """What a protection method may read and call of the agent it protects.
+
+    :class:`agents.sac.SAC` (and every seed of :class:`agents.batched.BatchedSAC`) is one.
+    Methods are typed against this protocol, not against ``SAC``, so that ``agents.protection``
+    does not depend on the agent that uses it (``agents.sac`` imports ``agents.protection``).
+    """
+
+    config: Any  # agents.sac.SACConfig
+    spec: Any  # agents.sac.SpaceSpec
+    env: Any
+    seed: int
+    device: torch.device
+    protection: Protection
+    num_tasks: int
+    num_heads: int
+    recurrent: bool
+    current_task: int
+    last_episode_return: float | None
+    actor: Actor
+    critic: TwinCritic
+    target_critic: TwinCritic
+    log_alpha: torch.nn.Parameter
+    generator: torch.Generator
+    replay: TransitionReplay | SequenceReplay
+    optimizer: torch.optim.Optimizer
+
+    def net_obs(self, obs: Tensor) -> Tensor: ...
+
+    def actor_params(self, task: int) -> dict[str, Tensor] | None: ...
+
+    def compute_loss(self, batch: Batch, include_protection: bool = True) -> tuple[Tensor, dict[str, Tensor]]: ...
+
+    def gradient_step(self) -> None: ...
+
+    def reset_optimizer(self, mode: str | None = None) -> None: ...
+
+    def learn(self, total_timesteps: int, *args: Any, **kwargs: Any) -> Any: ...
 
 HOOKS = (
     "setup", "on_task_start", "on_task_end", "loss", "after_backward", "after_step", "task_parameters",
@@ -86,23 +127,23 @@ class Protection:
 
     name = "base"
 
-    def setup(self, agent: "SAC") -> None:
+    def setup(self, agent: "Agent") -> None:
         """The agent is built (before its first optimizer, before anything is stored)."""
 
-    def on_task_start(self, agent: "SAC", task: int) -> None:
+    def on_task_start(self, agent: "Agent", task: int) -> None:
         """A new task begins."""
 
-    def on_task_end(self, agent: "SAC", task: int) -> None:
+    def on_task_end(self, agent: "Agent", task: int) -> None:
         """The task's budget is spent."""
 
-    def loss(self, agent: "SAC", batch: "Batch") -> Tensor | None:
+    def loss(self, agent: "Agent", batch: "Batch") -> Tensor | None:
         """A scalar added to the SAC loss of every update (None: nothing)."""
         return None
 
-    def after_backward(self, agent: "SAC") -> None:
+    def after_backward(self, agent: "Agent") -> None:
         """Edit ``.grad`` of the agent's parameters before the optimizer step."""
 
-    def after_step(self, agent: "SAC") -> None:
+    def after_step(self, agent: "Agent") -> None:
         """Edit the agent's weights (and optimizer state) right after an optimizer step.
 
         Runs under the caller's autograd mode; wrap edits in ``torch.no_grad()``. Weights
@@ -110,18 +151,18 @@ class Protection:
         update that follows moves it only by ``1 - polyak``).
         """
 
-    def task_parameters(self, agent: "SAC", task: int) -> dict[str, Tensor] | None:
+    def task_parameters(self, agent: "Agent", task: int) -> dict[str, Tensor] | None:
         """Actor weights to use for ``task`` (None: the actor's own)."""
         return None
 
-    def trainable_parameters(self, agent: "SAC") -> list[Tensor]:
+    def trainable_parameters(self, agent: "Agent") -> list[Tensor]:
         """Extra tensors for the agent's optimizer."""
         return []
 
-    def exploration_task(self, agent: "SAC", task: int) -> int | None:
+    def exploration_task(self, agent: "Agent", task: int) -> int | None:
         """At an episode start in ``task``'s random-steps phase: the task whose policy acts
         in this episode's random steps (None: uniform-random actions)."""
-    def critic_parameters(self, agent: "SAC", task: int) -> dict[str, Tensor] | None:
+    def critic_parameters(self, agent: "Agent", task: int) -> dict[str, Tensor] | None:
         """Critic weights for the updates of ``task`` (None: the critics' own)."""
         return None
 

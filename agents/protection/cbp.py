@@ -58,8 +58,8 @@ from agents.protection.base import Protection
 from agents.units import activations, fresh_network, networks, outgoing_bias, reinit_units, unit_layers
 
 if TYPE_CHECKING:  # pragma: no cover
+    from agents.protection.base import Agent
     from agents.replay import Batch
-    from agents.sac import SAC
 
 UTILITIES = ("contribution", "activation")  # "activation" ignores outgoing weights: a test's broken variant
 
@@ -102,7 +102,7 @@ class ContinualBackprop(Protection):
         self.generator = torch.Generator()
         self._batch: "Batch | None" = None
 
-    def setup(self, agent: "SAC") -> None:
+    def setup(self, agent: "Agent") -> None:
         self.generator.manual_seed(agent.seed if self.seed is None else int(self.seed))
         for net_name, net in networks(agent):
             for layer in unit_layers(net):
@@ -112,12 +112,12 @@ class ContinualBackprop(Protection):
                 self.age[key] = zeros.clone()
                 self.pending[key], self.replaced[key] = 0.0, 0
 
-    def loss(self, agent: "SAC", batch: "Batch") -> Tensor | None:
+    def loss(self, agent: "Agent", batch: "Batch") -> Tensor | None:
         self._batch = batch  # the update's batch, for the features in after_step
         return None
 
     @torch.no_grad()
-    def after_step(self, agent: "SAC") -> None:
+    def after_step(self, agent: "Agent") -> None:
         if self._batch is None or self.rate == 0.0:
             return
         for net_name, net in networks(agent):
@@ -164,7 +164,7 @@ class ContinualBackprop(Protection):
         corrected = self.utility[key][mature] / correction[mature]
         return mature[torch.topk(-corrected, min(count, mature.numel())).indices]
 
-    def _generate(self, agent: "SAC", net, layer, key: str, units: Tensor, fresh, params: dict[str, Tensor]) -> None:
+    def _generate(self, agent: "Agent", net, layer, key: str, units: Tensor, fresh, params: dict[str, Tensor]) -> None:
         corrected_mean = self.mean_activation[key][units] / (1.0 - self.decay ** self.age[key][units])
         for piece in layer.outgoing:  # keep the outputs where they were: the unit's mean contribution goes to a bias
             bias = outgoing_bias(piece)

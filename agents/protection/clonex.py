@@ -49,7 +49,7 @@ import numpy as np
 from agents.protection.replay import Replay
 
 if TYPE_CHECKING:  # pragma: no cover
-    from agents.sac import SAC
+    from agents.protection.base import Agent
 
 EXPLORATION = ("best_return", "random")
 
@@ -78,7 +78,7 @@ class ClonEx(Replay):
         self.head_returns: list[list[float]] = []
         self.explore_head: int | None = None
 
-    def on_task_start(self, agent: "SAC", task: int) -> None:
+    def on_task_start(self, agent: "Agent", task: int) -> None:
         super().on_task_start(agent, task)
         self.head_returns = [[] for _ in range(task)]
         self.explore_head = None
@@ -90,7 +90,7 @@ class ClonEx(Replay):
                 return head
         return int(np.argmax([np.mean(returns) for returns in self.head_returns]))
 
-    def exploration_task(self, agent: "SAC", task: int) -> int | None:
+    def exploration_task(self, agent: "Agent", task: int) -> int | None:
         if self.exploration != "best_return" or task == 0 or not self.head_returns:
             return None
         if self.explore_head is not None and agent.last_episode_return is not None:

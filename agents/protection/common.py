@@ -42,7 +42,7 @@ from agents.replay import Batch, pad_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     from agents.networks import Actor
-    from agents.sac import SAC
+    from agents.protection.base import Agent
 
 Rows = dict[str, Tensor]
 HEAD_PREFIXES = ("mean.", "log_std.")
@@ -72,7 +72,7 @@ def policy_mean(mean: Tensor, quantity: str) -> Tensor:
     return torch.tanh(mean) if quantity == "tanh_mean" else mean
 
 
-def shared_actor_names(agent: "SAC") -> list[str]:
+def shared_actor_names(agent: "Agent") -> list[str]:
     """The actor weights a regulariser protects: CW's ``common_variables``.
 
     With one head per task the heads are left out (a task's head only ever gets its own
@@ -83,12 +83,12 @@ def shared_actor_names(agent: "SAC") -> list[str]:
             if agent.num_heads == 1 or not name.startswith(HEAD_PREFIXES)]
 
 
-def is_last_task(agent: "SAC", task: int) -> bool:
+def is_last_task(agent: "Agent", task: int) -> bool:
     """True for the sequence's last task: nothing comes after it to protect it from."""
     return task >= agent.num_tasks - 1
 
 
-def memory_rows(agent: "SAC", steps: int) -> int:
+def memory_rows(agent: "Agent", steps: int) -> int:
     """Rows that hold about ``steps`` states: states for the MLP, sub-sequences of
     ``seq_len`` loss steps for recurrent agents."""
     return steps if not agent.recurrent else max(1, math.ceil(steps / agent.config.seq_len))
@@ -135,7 +135,7 @@ def sample_rows(rows: Rows, count: int, generator: torch.Generator) -> Rows:
     return take_rows(rows, index.to(first.device))
 
 
-def sample_task_rows(agent: "SAC", task: int, count: int, max_draws: int = 100) -> Rows:
+def sample_task_rows(agent: "Agent", task: int, count: int, max_draws: int = 100) -> Rows:
     """``count`` replay rows of ``task`` (uniform, with replacement, like CW's ``sample_batch``).
 
     Under CW's protocol the replay holds only the finished task, and one draw suffices;
@@ -156,7 +156,7 @@ def sample_task_rows(agent: "SAC", task: int, count: int, max_draws: int = 100) 
 
 
 # ---------------------------------------------------------------------- the actor on rows
-def actor_inputs(agent: "SAC", rows: Rows) -> Rows:
+def actor_inputs(agent: "Agent", rows: Rows) -> Rows:
     """What the actor reads for the ``T`` steps of each row, plus the loss mask and task.
 
     Recurrent rows keep their stored previous actions and rewards: the history the

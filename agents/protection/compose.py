@@ -46,10 +46,11 @@ from typing import TYPE_CHECKING, Any, Iterable
 from torch import Tensor
 
 from agents.protection.base import Protection, defines
+from agents.protection.registry import build_protection
 
 if TYPE_CHECKING:  # pragma: no cover
+    from agents.protection.base import Agent
     from agents.replay import Batch
-    from agents.sac import SAC
 
 WEIGHT_OWNERS = ("packnet", "hnet")
 REGULARISERS = ("l2", "ewc", "online-ewc", "mas", "vcl")
@@ -123,11 +124,9 @@ class Composite(Protection):
     name = "composite"
 
     def __init__(self, methods: Iterable[Protection | str] | str = (), **kwargs: dict[str, Any]) -> None:
-        from agents.protection import make_protection  # the registry imports this module lazily
-
         if isinstance(methods, str):
             methods = [m for m in methods.split("+") if m]
-        members = [make_protection(m, **kwargs.pop(m, {})) if isinstance(m, str) else m for m in methods]
+        members = [build_protection(m, **kwargs.pop(m, {})) if isinstance(m, str) else m for m in methods]
         if kwargs:
             raise ValueError(f"arguments for {sorted(kwargs)}, which are not members given by name")
         self.members: list[Protection] = []
@@ -144,45 +143,45 @@ class Composite(Protection):
     def _with(self, hook: str) -> list[Protection]:
         return [m for m in self.members if defines(m, hook)]
 
-    def setup(self, agent: "SAC") -> None:
+    def setup(self, agent: "Agent") -> None:
         for member in self._with("setup"):
             member.setup(agent)
 
-    def on_task_start(self, agent: "SAC", task: int) -> None:
+    def on_task_start(self, agent: "Agent", task: int) -> None:
         for member in self._with("on_task_start"):
             member.on_task_start(agent, task)
 
-    def on_task_end(self, agent: "SAC", task: int) -> None:
+    def on_task_end(self, agent: "Agent", task: int) -> None:
         for member in self._with("on_task_end"):
             member.on_task_end(agent, task)
 
-    def loss(self, agent: "SAC", batch: "Batch") -> Tensor | None:
+    def loss(self, agent: "Agent", batch: "Batch") -> Tensor | None:
         losses = [loss for m in self._with("loss") if (loss := m.loss(agent, batch)) is not None]
         return sum(losses[1:], losses[0]) if losses else None
 
-    def after_backward(self, agent: "SAC") -> None:
+    def after_backward(self, agent: "Agent") -> None:
         for member in self._with("after_backward"):
             member.after_backward(agent)
 
-    def after_step(self, agent: "SAC") -> None:
+    def after_step(self, agent: "Agent") -> None:
         for member in self._with("after_step"):
             member.after_step(agent)
 
-    def task_parameters(self, agent: "SAC", task: int) -> dict[str, Tensor] | None:
+    def task_parameters(self, agent: "Agent", task: int) -> dict[str, Tensor] | None:
         for member in self._with("task_parameters"):
             params = member.task_parameters(agent, task)
             if params is not None:
                 return params
         return None
 
-    def exploration_task(self, agent: "SAC", task: int) -> int | None:
+    def exploration_task(self, agent: "Agent", task: int) -> int | None:
         for member in self._with("exploration_task"):
             chosen = member.exploration_task(agent, task)
             if chosen is not None:
                 return chosen
         return None
 
-    def trainable_parameters(self, agent: "SAC") -> list[Tensor]:
+    def trainable_parameters(self, agent: "Agent") -> list[Tensor]:
         return [p for member in self._with("trainable_parameters") for p in member.trainable_parameters(agent)]
 
     def state_dict(self) -> dict[str, Any]:
@@ -191,11 +190,9 @@ class Composite(Protection):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Load every member's state; an empty composite (as ``SAC.load`` makes it) first
         builds its members by name from the registry."""
-        from agents.protection import make_protection
-
         names = [name for name, _ in state["members"]]
         if not self.members:
-            self._set_members([make_protection(name) for name in names])
+            self._set_members([build_protection(name) for name in names])
         if names != self.names:
             raise ValueError(f"composite state of {names} cannot load into a composite of {self.names}")
         for member, (_, member_state) in zip(self.members, state["members"]):

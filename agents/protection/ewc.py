@@ -88,7 +88,7 @@ from agents.protection.regulariser import WeightRegulariser
 
 if TYPE_CHECKING:  # pragma: no cover
     from agents.networks import Actor
-    from agents.sac import SAC
+    from agents.protection.base import Agent
 
 FISHER_CLIP = 1e-5  # CW: per-state Fisher clipped from below
 SIGMA_EPS = 1e-6  # CW: 1 / (sigma^2 + 1e-6)
@@ -247,7 +247,7 @@ class EWC(WeightRegulariser):
         self.batches, self.batch_size, self.clip = int(batches), int(batch_size), float(clip)
         self.recurrent_fisher, self.chunk_size = recurrent_fisher, int(chunk_size)
 
-    def task_importance(self, agent: "SAC", task: int) -> dict[str, Tensor]:
+    def task_importance(self, agent: "Agent", task: int) -> dict[str, Tensor]:
         rows = sample_task_rows(agent, task, self.batches * self.batch_size)
         inputs = actor_inputs(agent, rows)
         names = shared_actor_names(agent)

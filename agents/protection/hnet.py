@@ -88,7 +88,7 @@ from torch import Tensor, nn
 from agents.protection.base import Protection
 
 if TYPE_CHECKING:  # pragma: no cover
-    from agents.sac import SAC
+    from agents.protection.base import Agent
 
 HEADS = ("mean.", "log_std.", "head.", "q1.head.", "q2.head.")
 EMBEDDING_INITS = ("previous", "random")
@@ -186,7 +186,7 @@ class HyperNetwork(Protection):
         return self.config["beta"]
 
     # ------------------------------------------------------------------ building
-    def _build(self, agent: "SAC") -> None:
+    def _build(self, agent: "Agent") -> None:
         """Make the hypernetwork for this agent's actor (once; seeded by the agent's seed)."""
         if self.net is not None:
             return
@@ -266,14 +266,14 @@ class HyperNetwork(Protection):
             out[name] = value
         return out
 
-    def task_parameters(self, agent: "SAC", task: int) -> dict[str, Tensor]:
+    def task_parameters(self, agent: "Agent", task: int) -> dict[str, Tensor]:
         """The actor's weights for ``task``: ``f_h(e_task, theta)`` (only the current task's
         embedding is trained through them)."""
         self._build(agent)
         generated = self.generate(task, trainable=task == agent.current_task)
         return {name: value for name, value in generated.items() if not name.startswith("critic.")}
 
-    def critic_parameters(self, agent: "SAC", task: int) -> dict[str, Tensor] | None:
+    def critic_parameters(self, agent: "Agent", task: int) -> dict[str, Tensor] | None:
         """The critics' weights for ``task``, named like ``agent.critic.named_parameters()``
         (for ``agent.critic(..., params=...)``); None unless ``generate_critic=True``."""
         if not self.config["generate_critic"]:
@@ -283,11 +283,11 @@ class HyperNetwork(Protection):
         return {name[len("critic."):]: value for name, value in generated.items() if name.startswith("critic.")}
 
     # ------------------------------------------------------------------ hooks
-    def trainable_parameters(self, agent: "SAC") -> list[Tensor]:
+    def trainable_parameters(self, agent: "Agent") -> list[Tensor]:
         self._build(agent)
         return list(self.net.parameters())  # unused embeddings get no gradient, so Adam skips them
 
-    def on_task_start(self, agent: "SAC", task: int) -> None:
+    def on_task_start(self, agent: "Agent", task: int) -> None:
         """Snapshot ``theta*`` for the regulariser; start the new embedding; with generated
         critics, start the target critics at the task's generated critics (as SAC starts
         its target at its critic) unless the task continues the previous one's embedding."""
@@ -323,7 +323,7 @@ class HyperNetwork(Protection):
             self._scales = self._scales.to(self.net.output.weight.device)
         return self._scales
 
-    def loss(self, agent: "SAC", batch: Any) -> Tensor | None:
+    def loss(self, agent: "Agent", batch: Any) -> Tensor | None:
         """``beta / T * sum_{t < T} ||W(e_t, theta*) - W(e_t, theta)||^2`` on the generated weights."""
         if self.beta == 0 or self.snapshot is None or self.snapshot_task == 0:
             return None

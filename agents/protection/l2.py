@@ -31,7 +31,7 @@ from agents.protection.common import shared_actor_names
 from agents.protection.regulariser import WeightRegulariser
 
 if TYPE_CHECKING:  # pragma: no cover
-    from agents.sac import SAC
+    from agents.protection.base import Agent
 
 
 class L2(WeightRegulariser):
@@ -46,6 +46,6 @@ class L2(WeightRegulariser):
     def __init__(self, coefficient: float = 1e5) -> None:
         super().__init__(coefficient)
 
-    def task_importance(self, agent: "SAC", task: int) -> dict[str, Tensor]:
+    def task_importance(self, agent: "Agent", task: int) -> dict[str, Tensor]:
         weights = dict(agent.actor.named_parameters())
         return {name: torch.ones_like(weights[name]) for name in shared_actor_names(agent)}

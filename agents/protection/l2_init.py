@@ -31,11 +31,11 @@ from torch import Tensor
 from agents.protection.base import Protection
 
 if TYPE_CHECKING:  # pragma: no cover
+    from agents.protection.base import Agent
     from agents.replay import Batch
-    from agents.sac import SAC
 
 
-def _weights(agent: "SAC") -> dict[str, Tensor]:
+def _weights(agent: "Agent") -> dict[str, Tensor]:
     return {**{f"actor.{k}": v for k, v in agent.actor.named_parameters()},
             **{f"critic.{k}": v for k, v in agent.critic.named_parameters()}}
 
@@ -57,9 +57,9 @@ class L2Init(Protection):
         self.coefficient = float(coefficient)
         self.initial: dict[str, Tensor] = {}
 
-    def setup(self, agent: "SAC") -> None:
+    def setup(self, agent: "Agent") -> None:
         self.initial = {name: p.detach().clone() for name, p in _weights(agent).items()}
 
-    def loss(self, agent: "SAC", batch: "Batch") -> Tensor | None:
+    def loss(self, agent: "Agent", batch: "Batch") -> Tensor | None:
         weights = _weights(agent)
         return self.coefficient * sum((weights[name] - init).square().sum() for name, init in self.initial.items())

@@ -47,7 +47,7 @@ from agents.protection.regulariser import WeightRegulariser
 
 if TYPE_CHECKING:  # pragma: no cover
     from agents.networks import Actor
-    from agents.sac import SAC
+    from agents.protection.base import Agent
 
 
 def output_sensitivity(actor: "Actor", names: list[str], inputs: Rows, chunk_size: int = 64,
@@ -95,7 +95,7 @@ class MAS(WeightRegulariser):
                              f"got {batches}, {batch_size}, {chunk_size}")
         self.batches, self.batch_size, self.chunk_size = int(batches), int(batch_size), int(chunk_size)
 
-    def task_importance(self, agent: "SAC", task: int) -> dict[str, Tensor]:
+    def task_importance(self, agent: "Agent", task: int) -> dict[str, Tensor]:
         inputs = actor_inputs(agent, sample_task_rows(agent, task, self.batches * self.batch_size))
         return output_sensitivity(agent.actor, shared_actor_names(agent), inputs, self.chunk_size, self.quantity)
 

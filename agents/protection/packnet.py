@@ -66,7 +66,7 @@ from torch import Tensor
 from agents.protection.base import Protection
 
 if TYPE_CHECKING:  # pragma: no cover
-    from agents.sac import SAC
+    from agents.protection.base import Agent
 
 HEADS = ("mean.", "log_std.")
 
@@ -102,12 +102,12 @@ class PackNet(Protection):
 
     # ------------------------------------------------------------------ which weight is what
     @staticmethod
-    def managed(agent: "SAC") -> list[str]:
+    def managed(agent: "Agent") -> list[str]:
         """Names of the actor matrices that get owners: every 2-D weight, heads only when single."""
         return [name for name, p in agent.actor.named_parameters()
                 if p.dim() == 2 and (agent.num_heads == 1 or not name.startswith(HEADS))]
 
-    def _setup(self, agent: "SAC") -> None:
+    def _setup(self, agent: "Agent") -> None:
         if self.owner is None:
             self.owner = {name: torch.zeros_like(p, dtype=torch.long)
                           for name, p in agent.actor.named_parameters() if name in self.managed(agent)}
@@ -122,7 +122,7 @@ class PackNet(Protection):
         owned = sum(int((o == task).sum()) for o in self.owner.values())
         return owned / sum(o.numel() for o in self.owner.values())
 
-    def trainable_masks(self, agent: "SAC", task: int) -> dict[str, Tensor | bool]:
+    def trainable_masks(self, agent: "Agent", task: int) -> dict[str, Tensor | bool]:
         """Per actor parameter: True (all of it trains), False (frozen) or a bool mask."""
         if self._trainable is not None and self._trainable[0] == task:
             return self._trainable[1]
@@ -141,11 +141,11 @@ class PackNet(Protection):
         return masks
 
     # ------------------------------------------------------------------ hooks
-    def on_task_start(self, agent: "SAC", task: int) -> None:
+    def on_task_start(self, agent: "Agent", task: int) -> None:
         self._setup(agent)
         self._trainable = None
 
-    def after_backward(self, agent: "SAC") -> None:
+    def after_backward(self, agent: "Agent") -> None:
         """Zero gradients and Adam momentum of everything the current task may not move; clip."""
         self._setup(agent)
         masks = self.trainable_masks(agent, agent.current_task)
@@ -164,7 +164,7 @@ class PackNet(Protection):
             torch.nn.utils.clip_grad_norm_(agent.critic.parameters(), self.clip_norm)
             torch.nn.utils.clip_grad_norm_([agent.log_alpha], self.clip_norm)
 
-    def on_task_end(self, agent: "SAC", task: int) -> None:
+    def on_task_end(self, agent: "Agent", task: int) -> None:
         """Prune ``task``'s share to what it may keep, retrain it, and freeze it."""
         self._setup(agent)
         tasks_left = agent.num_tasks - task - 1
@@ -179,7 +179,7 @@ class PackNet(Protection):
         agent.reset_optimizer()
 
     @torch.no_grad()
-    def prune(self, agent: "SAC", task: int, fraction: float) -> None:
+    def prune(self, agent: "Agent", task: int, fraction: float) -> None:
         """Zero the ``fraction`` of ``task``'s entries of each matrix with the smallest
         magnitude and hand them to ``task + 1`` (per matrix, as CW)."""
         params = dict(agent.actor.named_parameters())
@@ -196,7 +196,7 @@ class PackNet(Protection):
         self._trainable = None
         self._update_max_owner()
 
-    def task_parameters(self, agent: "SAC", task: int) -> dict[str, Tensor] | None:
+    def task_parameters(self, agent: "Agent", task: int) -> dict[str, Tensor] | None:
         """The managed matrices with entries of tasks after ``task`` zeroed (None when no
         later task owns anything: then the actor's own weights are exactly that view)."""
         if self.owner is None or task >= self.max_owner:

@@ -36,8 +36,8 @@ from agents.protection.base import Protection
 from agents.units import activations, fresh_network, networks, reinit_units, unit_layers
 
 if TYPE_CHECKING:  # pragma: no cover
+    from agents.protection.base import Agent
     from agents.replay import Batch
-    from agents.sac import SAC
 
 
 def dormant_scores(h: Tensor) -> Tensor:
@@ -75,15 +75,15 @@ class ReDo(Protection):
         self.generator = torch.Generator()
         self._batch: "Batch | None" = None
 
-    def setup(self, agent: "SAC") -> None:
+    def setup(self, agent: "Agent") -> None:
         self.generator.manual_seed(agent.seed if self.seed is None else int(self.seed))
 
-    def loss(self, agent: "SAC", batch: "Batch") -> Tensor | None:
+    def loss(self, agent: "Agent", batch: "Batch") -> Tensor | None:
         self._batch = batch
         return None
 
     @torch.no_grad()
-    def after_step(self, agent: "SAC") -> None:
+    def after_step(self, agent: "Agent") -> None:
         self.updates += 1
         if self.updates % self.every or self._batch is None:
             return

@@ -40,8 +40,8 @@ from agents.protection.base import Protection
 from agents.protection.common import is_last_task
 
 if TYPE_CHECKING:  # pragma: no cover
+    from agents.protection.base import Agent
     from agents.replay import Batch
-    from agents.sac import SAC
 
 
 class WeightRegulariser(Protection):
@@ -64,7 +64,7 @@ class WeightRegulariser(Protection):
         self.importance: dict[str, Tensor] = {}
         self.consolidated: list[int] = []
 
-    def task_importance(self, agent: "SAC", task: int) -> dict[str, Tensor]:
+    def task_importance(self, agent: "Agent", task: int) -> dict[str, Tensor]:
         """Per-weight importance for the finished ``task`` (name -> tensor of the weight's shape)."""
         raise NotImplementedError
 
@@ -72,7 +72,7 @@ class WeightRegulariser(Protection):
         """Running importance after a task: CW sums them."""
         return old + new
 
-    def on_task_end(self, agent: "SAC", task: int) -> None:
+    def on_task_end(self, agent: "Agent", task: int) -> None:
         if is_last_task(agent, task):
             return
         new = {name: value.detach() for name, value in self.task_importance(agent, task).items()}
@@ -82,7 +82,7 @@ class WeightRegulariser(Protection):
         self.anchor = {name: weights[name].detach().clone() for name in new}
         self.consolidated.append(int(task))
 
-    def penalty(self, agent: "SAC") -> Tensor | None:
+    def penalty(self, agent: "Agent") -> Tensor | None:
         """``sum_i w_i (theta_i - theta*_i)^2`` (without the coefficient); None before any anchor."""
         if not self.anchor:
             return None
@@ -90,6 +90,6 @@ class WeightRegulariser(Protection):
         return sum((self.importance[name] * (weights[name] - anchor).square()).sum()
                    for name, anchor in self.anchor.items())
 
-    def loss(self, agent: "SAC", batch: "Batch") -> Tensor | None:
+    def loss(self, agent: "Agent", batch: "Batch") -> Tensor | None:
         penalty = self.penalty(agent)
         return None if penalty is None else self.coefficient * penalty

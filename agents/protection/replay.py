@@ -67,8 +67,8 @@ from agents.protection.common import (
 from agents.replay import SequenceReplay, TransitionReplay
 
 if TYPE_CHECKING:  # pragma: no cover
+    from agents.protection.base import Agent
     from agents.replay import Batch
-    from agents.sac import SAC
 
 MODES = ("reservoir", "bc")
 DEFAULT_BATCH = {"reservoir": 512, "bc": 128}  # CW perfect memory; ClonEx
@@ -128,7 +128,7 @@ class Replay(Protection):
         self.memory_tasks: list[int] = []
 
     # ------------------------------------------------------------------ perfect memory
-    def trainable_parameters(self, agent: "SAC") -> list[Tensor]:
+    def trainable_parameters(self, agent: "Agent") -> list[Tensor]:
         """No extra tensors; used as the earliest hook that sees the agent.
 
         The agent calls it whenever it makes an optimizer: in its constructor (before it
@@ -140,11 +140,11 @@ class Replay(Protection):
             self._configure_perfect_memory(agent)
         return []
 
-    def on_task_start(self, agent: "SAC", task: int) -> None:
+    def on_task_start(self, agent: "Agent", task: int) -> None:
         if self.mode == "reservoir":
             self._configure_perfect_memory(agent)
 
-    def _configure_perfect_memory(self, agent: "SAC") -> None:
+    def _configure_perfect_memory(self, agent: "Agent") -> None:
         config = agent.config
         total = getattr(getattr(agent.env, "unwrapped", None), "total_steps", None)
         capacity = self.capacity or total or config.replay_size
@@ -178,7 +178,7 @@ class Replay(Protection):
         super().load_state_dict(state)
 
     # ------------------------------------------------------------------ behavioural cloning
-    def on_task_end(self, agent: "SAC", task: int) -> None:
+    def on_task_end(self, agent: "Agent", task: int) -> None:
         if self.mode != "bc" or is_last_task(agent, task):
             return
         rows = sample_task_rows(agent, task, memory_rows(agent, self.memory_per_task))
@@ -190,7 +190,7 @@ class Replay(Protection):
         self.memory = cat_rows(self.memory, stored)
         self.memory_tasks.append(int(task))
 
-    def cloning_loss(self, agent: "SAC", rows: Rows) -> Tensor:
+    def cloning_loss(self, agent: "Agent", rows: Rows) -> Tensor:
         """``coefficient x`` the mean over stored loss steps of ``KL(old || new)``."""
         mean, log_std = run_actor(agent.actor, rows, agent.actor_params(agent.current_task))
         quantity = self.quantity
@@ -201,12 +201,12 @@ class Replay(Protection):
         mask = rows["mask"]
         return self.coefficient * (kl * mask).sum() / mask.sum().clamp(min=1.0)
 
-    def loss(self, agent: "SAC", batch: "Batch") -> Tensor | None:
+    def loss(self, agent: "Agent", batch: "Batch") -> Tensor | None:
         if self.mode != "bc" or rows_count(self.memory) == 0:
             return None
         return self.cloning_loss(agent, sample_rows(self.memory, self.batch_size, agent.generator))
 
-    def after_backward(self, agent: "SAC") -> None:
+    def after_backward(self, agent: "Agent") -> None:
         if self.mode != "bc" or rows_count(self.memory) == 0:
             return
         for p in agent.actor.parameters():  # (g_sac + g_bc) / 2, as ClonEx merges them

@@ -35,7 +35,7 @@ from agents.protection.base import Protection
 from agents.units import fresh_network, optimizer_moments
 
 if TYPE_CHECKING:  # pragma: no cover
-    from agents.sac import SAC
+    from agents.protection.base import Agent
 
 
 def layer_prefixes(net: nn.Module) -> list[list[str]]:
@@ -73,13 +73,13 @@ class ResetLast(Protection):
         self.resets = 0
         self.generator = torch.Generator()
 
-    def setup(self, agent: "SAC") -> None:
+    def setup(self, agent: "Agent") -> None:
         self.generator.manual_seed(agent.seed if self.seed is None else int(self.seed))
         for net in (agent.actor, agent.critic.q1):
             reset_prefixes(net, self.layers)  # a clear error now rather than at the first task switch
 
     @torch.no_grad()
-    def on_task_start(self, agent: "SAC", task: int) -> None:
+    def on_task_start(self, agent: "Agent", task: int) -> None:
         if not self.started:
             self.started = True
             return

@@ -35,7 +35,7 @@ from agents.protection.base import Protection
 from agents.units import fresh_network
 
 if TYPE_CHECKING:  # pragma: no cover
-    from agents.sac import SAC
+    from agents.protection.base import Agent
 
 
 class ShrinkPerturb(Protection):
@@ -70,11 +70,11 @@ class ShrinkPerturb(Protection):
         self.started = False
         self.generator = torch.Generator()
 
-    def setup(self, agent: "SAC") -> None:
+    def setup(self, agent: "Agent") -> None:
         self.generator.manual_seed(agent.seed if self.seed is None else int(self.seed))
 
     @torch.no_grad()
-    def apply(self, agent: "SAC") -> None:
+    def apply(self, agent: "Agent") -> None:
         """One shrink-and-perturb of actor, critics and target critics."""
         actor = fresh_network(agent.actor, self.generator)
         critic = fresh_network(agent.critic, self.generator)
@@ -85,12 +85,12 @@ class ShrinkPerturb(Protection):
             torch._foreach_add_(own, new, alpha=self.perturb)
         self.applied += 1
 
-    def on_task_start(self, agent: "SAC", task: int) -> None:
+    def on_task_start(self, agent: "Agent", task: int) -> None:
         if self.started and self.at_task_start:
             self.apply(agent)
         self.started = True
 
-    def after_step(self, agent: "SAC") -> None:
+    def after_step(self, agent: "Agent") -> None:
         self.updates += 1
         if self.every is not None and self.updates % self.every == 0:
             self.apply(agent)

@@ -57,8 +57,8 @@ from agents.protection.base import Protection
 from agents.protection.common import HEAD_PREFIXES
 
 if TYPE_CHECKING:  # pragma: no cover
+    from agents.protection.base import Agent
     from agents.replay import Batch
-    from agents.sac import SAC
 
 ACT_WITH = ("sample", "mean")
 NORM_MARK = "norm."
@@ -109,7 +109,7 @@ class VCL(Protection):
         self.tasks_ended = 0
 
     # ------------------------------------------------------------------ set-up
-    def setup(self, agent: "SAC") -> None:
+    def setup(self, agent: "Agent") -> None:
         if self.log_var:  # restored before set-up (SAC.load builds, then loads): keep the state
             return
         self.num_heads = agent.num_heads
@@ -121,11 +121,11 @@ class VCL(Protection):
             self.prior_log_var[name] = torch.zeros_like(p)
         self.head_names = [n for n in self.log_var if agent.num_heads > 1 and n.startswith(HEAD_PREFIXES)]
 
-    def trainable_parameters(self, agent: "SAC") -> list[Tensor]:
+    def trainable_parameters(self, agent: "Agent") -> list[Tensor]:
         return list(self.log_var.values())
 
     # ------------------------------------------------------------------ the weights the actor runs with
-    def sample(self, agent: "SAC") -> dict[str, Tensor]:
+    def sample(self, agent: "Agent") -> dict[str, Tensor]:
         """One reparametrised sample ``mu + exp(log_var / 2) * eps`` of every variational tensor."""
         own = dict(agent.actor.named_parameters())
         out = {}
@@ -135,7 +135,7 @@ class VCL(Protection):
             out[name] = mean + (0.5 * log_var).exp() * eps
         return out
 
-    def task_parameters(self, agent: "SAC", task: int) -> dict[str, Tensor] | None:
+    def task_parameters(self, agent: "Agent", task: int) -> dict[str, Tensor] | None:
         # Updates run with gradients, acting and evaluation without (the agent's no_grad).
         if self.act_with == "mean" and not torch.is_grad_enabled():
             return None
@@ -146,7 +146,7 @@ class VCL(Protection):
         """The rows of ``value`` that belong to ``task``'s head (heads are stacked by task)."""
         return value.unflatten(0, (self.num_heads, -1))[task]
 
-    def kl(self, agent: "SAC") -> Tensor:
+    def kl(self, agent: "Agent") -> Tensor:
         """``KL(posterior || prior)`` of the regularised entries (without the coefficient)."""
         own = dict(agent.actor.named_parameters())
         task = max(agent.current_task, 0)
@@ -161,19 +161,19 @@ class VCL(Protection):
             total = total + gaussian_kl_sum(mean, log_var, prior_mean, prior_log_var)
         return total
 
-    def loss(self, agent: "SAC", batch: "Batch") -> Tensor | None:
+    def loss(self, agent: "Agent", batch: "Batch") -> Tensor | None:
         if self.coefficient == 0.0 or (self.tasks_ended == 0 and not self.first_task_kl):
             return None
         return self.coefficient * self.kl(agent)
 
-    def after_backward(self, agent: "SAC") -> None:
+    def after_backward(self, agent: "Agent") -> None:
         if self.tasks_ended == 0:
             return
         for name, p in agent.actor.named_parameters():  # CW: LayerNorm non-trainable after the first task
             if NORM_MARK in name:
                 p.grad = None
 
-    def on_task_end(self, agent: "SAC", task: int) -> None:
+    def on_task_end(self, agent: "Agent", task: int) -> None:
         """The posterior of the shared layers becomes the prior of what follows."""
         own = dict(agent.actor.named_parameters())
         with torch.no_grad():

@@ -2,7 +2,7 @@
 
 Continual World evaluates every 20,000 steps on every position: 10 stochastic episodes
 (the metrics use these) and 1 deterministic. :class:`Evaluator` runs all positions and
-episodes together through one :class:`~contenv.episode_pool.EpisodePool` and asks the
+episodes together through one :class:`~contenv.evaluation.episode_pool.EpisodePool` and asks the
 policy for one batch of actions per step, on the policy's own device.
 
 Any policy fits that implements :class:`BatchedPolicy`; :class:`ScriptedPolicy` wraps
@@ -24,8 +24,21 @@ from typing import Any, Protocol, Sequence
 import gymnasium as gym
 import numpy as np
 
-from contenv.episode_pool import EpisodePool
+from contenv.evaluation.episode_pool import EpisodePool
 from contenv.position_env import PositionSpec, position_specs
+
+
+__all__ = [
+    "BatchedPolicy",
+    "EpisodeStats",
+    "EvaluationResult",
+    "episode_seed",
+    "Evaluator",
+    "evaluate",
+    "evaluate_sequential",
+    "ScriptedPolicy",
+    "SB3Policy",
+]
 
 
 class BatchedPolicy(Protocol):
