@@ -17,6 +17,7 @@ from agents.networks import Actor, NetworkConfig, RecurrentCell, TwinCritic, sha
 from agents.replay import SequenceReplay
 from agents.sac import SAC, SACConfig, SpaceSpec
 from agents.rnn_kernels import GRUSequence
+from protection_helpers import tiny_env
 
 RECURRENT = ("gru", "lstm", "mingru")
 
@@ -180,12 +181,9 @@ METHOD_KWARGS = {
 }
 
 
-def memory_env(tasks=("repeat-first(d=6)", "tmaze(L=7)"), steps_per_task=48):
-    import gymnasium as gym
-
-    import contenv  # noqa: F401
-
-    return gym.make("contenv/Sequence-v0", tasks=list(tasks), steps_per_task=steps_per_task)
+def memory_env():
+    """Two memory tasks whose episodes (8 steps) are shorter than the default window."""
+    return tiny_env(tasks=("repeat-first(d=6)", "tmaze(L=7)"), steps_per_task=48)
 
 
 def tiny(trunk, **overrides):
