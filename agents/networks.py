@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agents.rnn_kernels import GRUSequence, functorch_active, fused_rnn, gru_sequence, sequence_kernel
-from agents.scan_cell import MinGRUCell
+from agents.scan_cell import MinGRUCell, layer_param_names
 
 TRUNKS = ("mlp", "gru", "lstm", "mingru")
 LEAKY_RELU_SLOPE = 0.2
@@ -78,6 +78,7 @@ class NetworkConfig:
         prev_reward: feed the previous reward to the recurrent cell.
         chrono_horizon: chrono initialisation of the cells' keep gates for memories of up to
             this many steps (Tallec & Ollivier 2018); 0 keeps the plain initialisation.
+        rnn_layers: stacked recurrent layers (``mingru`` only; GRU and LSTM have one).
     """
 
     input_dim: int
@@ -89,10 +90,12 @@ class NetworkConfig:
     prev_action: bool = True
     prev_reward: bool = False
     chrono_horizon: int = 0
+    rnn_layers: int = 1
 
     def __post_init__(self) -> None:
         if self.trunk not in TRUNKS:
             raise ValueError(f"unknown trunk {self.trunk!r}; allowed: {', '.join(TRUNKS)}")
+        check_rnn_layers(self.trunk, self.rnn_layers)
         if not self.hidden_sizes or min(self.hidden_sizes) <= 0:
             raise ValueError(f"hidden_sizes must be a non-empty list of positive widths, got {self.hidden_sizes!r}")
         if self.input_dim <= 0 or self.action_dim <= 0 or self.num_heads <= 0 or self.rnn_size <= 0:
@@ -105,11 +108,21 @@ class NetworkConfig:
     @property
     def state_size(self) -> int:
         """Width of the recurrent state tensor (0 for the MLP)."""
-        return {"mlp": 0, "gru": self.rnn_size, "lstm": 2 * self.rnn_size, "mingru": self.rnn_size}[self.trunk]
+        return {"mlp": 0, "gru": self.rnn_size, "lstm": 2 * self.rnn_size,
+                "mingru": self.rnn_layers * self.rnn_size}[self.trunk]
 
     @property
     def cell_input_dim(self) -> int:
         return self.input_dim + self.action_dim * self.prev_action + int(self.prev_reward)
+
+
+def check_rnn_layers(trunk: str, layers: int) -> None:
+    """Stacked layers exist for the minGRU trunk only; a clear error otherwise."""
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+        raise ValueError(f"rnn_layers must be an int >= 1, got {layers!r}")
+    if layers > 1 and trunk != "mingru":
+        raise ValueError(f"rnn_layers={layers} is not available for the {trunk!r} trunk: stacked layers exist for "
+                         "'mingru' only (gru, lstm: 1)")
 
 
 def own_params(module: nn.Module, params: Params | None) -> Params:
@@ -260,7 +273,7 @@ class RecurrentCell(nn.Module):
         return torch.cat([h, c], dim=-1), h
 
 
-def make_cell(trunk: str, input_dim: int, size: int, chrono_horizon: int = 0) -> nn.Module:
+def make_cell(trunk: str, input_dim: int, size: int, chrono_horizon: int = 0, layers: int = 1) -> nn.Module:
     """The recurrent cell of a trunk: :class:`RecurrentCell` (GRU, LSTM) or
     :class:`agents.scan_cell.MinGRUCell` (the parallel-scan trunk ``"mingru"``).
 
@@ -273,14 +286,17 @@ def make_cell(trunk: str, input_dim: int, size: int, chrono_horizon: int = 0) ->
         >>> bool((cell.bias_ih[:4] < 0).all()), cell.state_size
         (True, 4)
     """
+    if trunk not in ("gru", "lstm", "mingru"):
+        raise ValueError(f"unknown recurrent trunk {trunk!r}; allowed: gru, lstm, mingru")
+    check_rnn_layers(trunk, layers)
     if trunk in ("gru", "lstm"):
         return RecurrentCell(trunk, input_dim, size, chrono_horizon)
-    if trunk != "mingru":
-        raise ValueError(f"unknown recurrent trunk {trunk!r}; allowed: gru, lstm, mingru")
-    cell = MinGRUCell(input_dim, size)
+    cell = MinGRUCell(input_dim, size, layers=layers)
     if chrono_horizon > 1:
         with torch.no_grad():
-            cell.bias_ih[:size] = -torch.log(torch.empty(size).uniform_(1.0, max(chrono_horizon - 1, 1.0 + 1e-3)))
+            for layer in range(layers):
+                bias = getattr(cell, layer_param_names(layer)[1])
+                bias[:size] = -torch.log(torch.empty(size).uniform_(1.0, max(chrono_horizon - 1, 1.0 + 1e-3)))
     return cell
 
 
@@ -290,8 +306,8 @@ class _Trunk(nn.Module):
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
         self.config = config
-        self.cell = (make_cell(config.trunk, config.cell_input_dim, config.rnn_size, config.chrono_horizon)
-                     if config.recurrent else None)
+        self.cell = (make_cell(config.trunk, config.cell_input_dim, config.rnn_size, config.chrono_horizon,
+                               config.rnn_layers) if config.recurrent else None)
 
     @property
     def feature_dim(self) -> int:
@@ -468,8 +484,17 @@ def shared_input_features(
     gates_x = torch.stack([F.linear(x, p["cell.weight_ih"], p["cell.bias_ih"]) for p in params])
     h0 = torch.stack([x.new_zeros(x.shape[0], first.cell.size) if s is None else s for s in states])
     out, _ = GRUSequence.apply(gates_x, h0, torch.stack([p["cell.weight_hh"] for p in params]),
-                               torch.stack([p["cell.bias_hh"] for p in params]), None)
+                               torch.stack([p["cell.bias_hh"] for p in params]), None, _leading_trained(params, states))
     return [torch.cat([member, obs], dim=-1) for member in out.unbind(0)]
+
+
+def _leading_trained(params: list[Params], states: list[Tensor | None]) -> int:
+    """How many leading members of a stacked GRU call need a backward: the target
+    critics come last and take no gradient, so their share of BPTT is skipped."""
+    needs = [any(p[f"cell.{name}"].requires_grad for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+             or (s is not None and s.requires_grad) for p, s in zip(params, states)]
+    k = needs.index(False) if False in needs else len(needs)
+    return len(needs) if any(needs[k:]) else k
 
 
 def sub_params(params: Params, prefix: str) -> dict[str, Tensor]:

@@ -94,7 +94,7 @@ def _gru_forward(gates_x: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Tensor
 def _gru_backward(grad_out: Tensor, dh: Tensor, d_pre: Tensor, z: Tensor, weight_hh: Tensor, keep: Optional[Tensor]):
     """The reverse loop, carrying only the state gradient: 5 ops a step.
 
-    ``d_pre [M, B, T, 3H]`` maps the gradient reaching ``h_t`` to the gradient of the
+    ``d_pre [M, B, T, 3, H]`` maps the gradient reaching ``h_t`` to the gradient of the
     recurrent pre-activations ``W_hh h_{t-1} + b_hh`` (r, z, n parts); returns the
     gradient reaching each ``h_t`` (stacked) and the initial state's.
     """
@@ -104,7 +104,8 @@ def _gru_backward(grad_out: Tensor, dh: Tensor, d_pre: Tensor, z: Tensor, weight
         t = steps - 1 - i
         dh = dh + grad_out[:, :, t]
         carried.append(dh)
-        d_gh = torch.cat([dh, dh, dh], dim=-1) * d_pre[:, :, t]
+        # [M, B, 3, H] * [M, B, 1, H]: the r, z, n parts share dh (a broadcast, not a copy)
+        d_gh = (d_pre[:, :, t] * dh.unsqueeze(-2)).flatten(-2)
         dh = torch.baddbmm(dh * z[:, :, t], d_gh, weight_hh)
         if keep is not None:
             dh = dh * keep[:, t].unsqueeze(-1)
@@ -125,20 +126,40 @@ class GRUSequence(torch.autograd.Function):
     - ``h0 [M, B, H]``: the initial states;
     - ``weight_hh [M, 3H, H]``, ``bias_hh [M, 3H]``: the recurrent weights;
     - ``keep [B, T]`` or None: every member's state is multiplied by ``keep[:, t]`` before
-      step ``t`` (0 resets a row, as ``RecurrentCell.run``'s ``reset``).
+      step ``t`` (0 resets a row, as ``RecurrentCell.run``'s ``reset``);
+    - ``trained`` (int or None): only the first ``trained`` members are differentiated;
+      the others (the target critics, whose weights take no gradient) get zero gradients
+      without their backward being computed. None: every member.
 
     Returns ``(outputs [M, B, T, H], last states [M, B, H])``.
     """
 
     @staticmethod
-    def forward(ctx, gates_x: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Tensor, keep: Tensor | None):
+    def forward(ctx, gates_x: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Tensor, keep: Tensor | None,
+                trained: int | None = None):
         out, last, h_prev, rz, n, gh_n = _gru_forward(gates_x, h0, weight_hh, bias_hh, keep)
-        ctx.save_for_backward(h_prev, rz, n, gh_n, weight_hh, keep)
+        members = gates_x.shape[0]
+        k = members if trained is None else max(0, min(int(trained), members))
+        ctx.members = members
+        ctx.save_for_backward(h_prev[:k], rz[:k], n[:k], gh_n[:k], weight_hh[:k], keep)
         return out, last
 
     @staticmethod
     def backward(ctx, grad_out: Tensor | None, grad_last: Tensor | None):
         h_prev, rz, n, gh_n, weight_hh, keep = ctx.saved_tensors
+        k, members = h_prev.shape[0], ctx.members
+        if grad_out is not None:
+            grad_out = grad_out[:k]
+        if grad_last is not None:
+            grad_last = grad_last[:k]
+        grads = GRUSequence._differentiate(grad_out, grad_last, h_prev, rz, n, gh_n, weight_hh, keep)
+        if k < members:  # the untrained members' gradients are zero
+            grads = [torch.cat([g, g.new_zeros(members - k, *g.shape[1:])]) for g in grads]
+        return (*grads, None, None)
+
+    @staticmethod
+    def _differentiate(grad_out, grad_last, h_prev, rz, n, gh_n, weight_hh, keep) -> list[Tensor]:
+        """Gradients of ``gates_x, h0, weight_hh, bias_hh`` (the members saved)."""
         size = h_prev.shape[-1]
         # Local derivatives of h_t = (1 - z) n + z h_{t-1}, n = tanh(x_n + r * gh_n), for all steps at once.
         r, z = rz[..., :size], rz[..., size:]
@@ -147,13 +168,12 @@ class GRUSequence(torch.autograd.Function):
         d_ar = d_an * gh_n * r * (1.0 - r)
         grad_out = torch.zeros_like(h_prev) if grad_out is None else grad_out.contiguous()
         dh = torch.zeros_like(h_prev[:, :, 0]) if grad_last is None else grad_last
-        d_pre = torch.cat([d_ar, d_az, d_an * r], dim=-1)
+        d_pre = torch.stack([d_ar, d_az, d_an * r], dim=-2)  # [M, B, T, 3, H]
         carried, dh = _gru_backward(grad_out, dh, d_pre, z, weight_hh, keep)
-        carried3 = torch.cat([carried, carried, carried], dim=-1)
-        d_gh = carried3 * d_pre
-        d_gx = carried3 * torch.cat([d_ar, d_az, d_an], dim=-1)
+        d_gh = (d_pre * carried.unsqueeze(-2)).flatten(-2)
+        d_gx = torch.cat([d_gh[..., : 2 * size], carried * d_an], dim=-1)
         d_weight = d_gh.flatten(1, 2).transpose(1, 2) @ h_prev.flatten(1, 2)
-        return d_gx, dh, d_weight, d_gh.sum((1, 2)), None
+        return [d_gx, dh, d_weight, d_gh.sum((1, 2))]
 
 
 def gru_sequence(gates_x: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Tensor,

@@ -95,7 +95,9 @@ class TrainArgs:
     hidden_sizes: Optional[tuple[int, ...]] = None
     """Hidden layers of actor and critic bodies (default: 256 256 256 256 for mlp, Continual World's; 256 256 for gru/lstm)."""
     rnn_size: int = _SAC.rnn_size
-    """Width of the GRU/LSTM cells."""
+    """Width of the recurrent cells (gru, lstm, mingru)."""
+    rnn_layers: Optional[int] = _SAC.rnn_layers
+    """Stacked recurrent layers (default: 2 for mingru; gru and lstm have 1)."""
     heads: str = _SAC.heads
     """Output heads: multi (one per task, CW), single, or auto (multi when the task one-hot is observed)."""
     prev_reward: bool = _SAC.prev_reward
@@ -103,7 +105,7 @@ class TrainArgs:
     lr: float = _SAC.lr
     """Adam learning rate (Continual World: 1e-3)."""
     batch_size: Optional[int] = None
-    """Rows per update: transitions (mlp; default 128, Continual World's) or replayed windows (gru/lstm; default 4)."""
+    """Rows per update: transitions (mlp; default 128, Continual World's) or replayed windows (gru/lstm/mingru; default 2)."""
     gamma: float = _SAC.gamma
     """Discount (Continual World: 0.99)."""
     polyak: float = _SAC.polyak
@@ -129,7 +131,8 @@ class TrainArgs:
 
     def sac_config(self) -> SACConfig:
         return SACConfig(
-            trunk=self.agent, hidden_sizes=self.hidden_sizes, rnn_size=self.rnn_size, heads=self.heads,
+            trunk=self.agent, hidden_sizes=self.hidden_sizes, rnn_size=self.rnn_size, rnn_layers=self.rnn_layers,
+            heads=self.heads,
             prev_reward=self.prev_reward, lr=self.lr, batch_size=self.batch_size, gamma=self.gamma,
             polyak=self.polyak, replay_size=self.replay_size, seq_len=self.seq_len, burn_in=self.burn_in,
             random_steps=self.random_steps, update_after=self.update_after, update_every=self.update_every,

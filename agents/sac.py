@@ -62,15 +62,16 @@ from torch import Tensor
 
 from contenv.atomic import atomic_file
 from agents.finite import check_finite_state, check_observations, check_transition, check_update, end_replay_episode
-from agents.networks import (CW_HIDDEN_SIZES, TRUNKS, Actor, NetworkConfig, TwinCritic, shared_input_features,
-                             squashed_sample, sub_params)
+from agents.networks import (CW_HIDDEN_SIZES, TRUNKS, Actor, NetworkConfig, TwinCritic, check_rnn_layers,
+                             shared_input_features, squashed_sample, sub_params)
 from agents.protection import HOOKS, Protection, defines, make_protection
 from agents.replay import Batch, SequenceReplay, TransitionReplay, check_window
 
 HEADS = ("auto", "multi", "single")
 CW_BATCH = 128  # transitions per update (Continual World)
-RECURRENT_BATCH = 4  # windows per update of a recurrent agent (see SACConfig)
+RECURRENT_BATCH = 2  # windows per update of a recurrent agent (see SACConfig)
 RECURRENT_HIDDEN_SIZES = (256, 256)
+MINGRU_LAYERS = 2  # stacked minGRU layers (see SACConfig.rnn_layers)
 OPTIMIZER_RESETS = ("moments", "fresh")
 SAVE_FORMAT = "contenv-sac-v1"
 
@@ -91,6 +92,9 @@ class SACConfig:
         hidden_sizes: hidden layers of every body. None: 4 x 256 for the MLP (CW), 2 x 256
             for recurrent agents (the heads of Ni et al. 2022's recurrent SAC).
         rnn_size: width of the recurrent cells (Ni et al. 2022: 128).
+        rnn_layers: stacked recurrent layers. None: 2 for ``mingru`` (one minGRU layer did not
+            learn a cue among distractors, see :class:`agents.scan_cell.MinGRUCell`), 1 for
+            GRU and LSTM (the only value they allow).
         heads: ``"multi"`` (one output head per task, picked by the task index; CW),
             ``"single"``, or ``"auto"``: multi when observations carry the task one-hot.
         task_in_trunk: the trunk also reads the task one-hot (CW: no, it only picks the head).
@@ -130,6 +134,7 @@ class SACConfig:
     trunk: str = "mlp"
     hidden_sizes: tuple[int, ...] | None = None
     rnn_size: int = 128
+    rnn_layers: int | None = None
     heads: str = "auto"
     task_in_trunk: bool = False
     prev_action: bool = True
@@ -164,6 +169,9 @@ class SACConfig:
         self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
         if self.batch_size is None:
             self.batch_size = RECURRENT_BATCH if recurrent else CW_BATCH
+        if self.rnn_layers is None:
+            self.rnn_layers = MINGRU_LAYERS if self.trunk == "mingru" else 1
+        check_rnn_layers(self.trunk, self.rnn_layers)
         check_window(self.seq_len, self.burn_in)
         if self.chrono_horizon is None:
             self.chrono_horizon = self.seq_len
@@ -344,7 +352,7 @@ class SAC:
         self.net_config = NetworkConfig(
             input_dim=self.net_dim, action_dim=self.spec.action_dim, num_heads=self.num_heads,
             trunk=config.trunk, hidden_sizes=config.hidden_sizes, rnn_size=config.rnn_size,
-            prev_action=config.prev_action, prev_reward=config.prev_reward,
+            rnn_layers=config.rnn_layers, prev_action=config.prev_action, prev_reward=config.prev_reward,
             chrono_horizon=config.chrono_horizon if config.trunk != "mlp" else 0,
         )
         self.recurrent = self.net_config.recurrent
@@ -850,7 +858,8 @@ class SAC:
         """
         state = read_agent_file(path, device)
         spec = SpaceSpec(**state["spec"])
-        config = SACConfig.from_dict(state["config"])
+        # Files written before stacked minGRU layers existed have one layer (rnn_layers=None would give 2).
+        config = SACConfig.from_dict({"rnn_layers": 1, **state["config"]})
         name = state["protection_name"]
         agent = cls(env, config, protection=make_protection(name), seed=state["seed"], device=device, spec=spec)
         agent._load_model_state(state)

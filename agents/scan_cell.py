@@ -229,52 +229,112 @@ def _hillis_steele(a: Tensor, b: Tensor, dim: int) -> tuple[Tensor, Tensor]:
 SCANS = ("linear", "log", "loop")
 
 
+def layer_param_names(layer: int) -> tuple[str, str]:
+    """The names of layer ``layer``'s weight and bias (PyTorch's ``_l1`` suffix style; layer 0
+    keeps the single-layer names, so one-layer files read as before)."""
+    return ("weight_ih", "bias_ih") if layer == 0 else (f"weight_ih_l{layer}", f"bias_ih_l{layer}")
+
+
 class MinGRUCell(nn.Module):
     """minGRU cell (Feng et al. 2024) with explicit weights; see the module docstring.
 
     Same interface as :class:`agents.networks.RecurrentCell`: parameters ``weight_ih``
     ``[2 * size, input_dim]`` (rows ``[z | h~]``) and ``bias_ih`` ``[2 * size]``, the state
-    ``[B, size]`` is the output ``h``, and :meth:`run` reads the weights from a dict.
+    ``[B, layers * size]`` holds every layer's ``h``, and :meth:`run` reads the weights from a
+    dict and returns the last layer's outputs.
+
+    Stacked layers (``layers > 1``): layer ``l`` reads ``[h^(l-1)_t, x_t]`` (weights
+    ``weight_ih_l{l}`` ``[2 * size, size + input_dim]``, ``bias_ih_l{l}``). Feng et al. stack
+    minGRU layers too; the skip connection of ``x`` into every layer is our choice (their
+    blocks add residuals and MLPs instead). Why stack at all: a single minGRU's gates see only
+    the current input, so it must learn input-selective writes (open for the cue, shut for
+    every distractor) before its readout can see the cue at all; with a batch of 4 sequences it
+    never did on ``repeat-first(d=100)``, where two layers learned it (README, "Defaults").
 
     Args:
         input_dim: width of each step's input.
-        size: width of the state and of the output.
+        size: width of each layer's state and of the output.
+        layers: stacked layers, >= 1.
         scan: how :meth:`run` goes over time: ``"linear"`` (default) or ``"log"`` (the paper's
             log-space scan), see the module docstring, or ``"loop"`` (:meth:`run_sequential`,
             faster on CPU at large batches).
     """
 
-    def __init__(self, input_dim: int, size: int, scan: str = "linear") -> None:
+    def __init__(self, input_dim: int, size: int, scan: str = "linear", layers: int = 1) -> None:
         super().__init__()
         if scan not in SCANS:
             raise ValueError(f"MinGRUCell: scan must be one of {SCANS}, got {scan!r}")
         self.scan = scan
-        for name, value in (("input_dim", input_dim), ("size", size)):
+        for name, value in (("input_dim", input_dim), ("size", size), ("layers", layers)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"MinGRUCell: {name} must be a positive int, got {value!r}")
-        self.input_dim, self.size = input_dim, size
-        self.weight_ih = nn.Parameter(torch.empty(2 * size, input_dim))
-        self.bias_ih = nn.Parameter(torch.zeros(2 * size))
-        for block in range(2):  # Glorot per block, like RecurrentCell's per-gate init
-            nn.init.xavier_uniform_(self.weight_ih.data[block * size : (block + 1) * size])
+        self.input_dim, self.size, self.layers = input_dim, size, layers
+        for layer in range(layers):
+            weight_name, bias_name = layer_param_names(layer)
+            width = input_dim if layer == 0 else size + input_dim
+            weight = nn.Parameter(torch.empty(2 * size, width))
+            for block in range(2):  # Glorot per block, like RecurrentCell's per-gate init
+                nn.init.xavier_uniform_(weight.data[block * size : (block + 1) * size])
+            self.register_parameter(weight_name, weight)
+            self.register_parameter(bias_name, nn.Parameter(torch.zeros(2 * size)))
 
     @property
     def state_size(self) -> int:
-        return self.size
+        return self.layers * self.size
 
     def run(self, p: Params, prefix: str, x: Tensor, state: Tensor | None, reset: Tensor | None) -> tuple[Tensor, Tensor]:
-        """``x [B, T, in]`` -> outputs ``[B, T, size]`` and the last state ``[B, size]``, by ``self.scan``.
+        """``x [B, T, in]`` -> the last layer's outputs ``[B, T, size]`` and the last state
+        ``[B, layers * size]``, by ``self.scan``.
 
         Args:
-            p: weights; reads ``p[prefix + "weight_ih"]`` and ``p[prefix + "bias_ih"]``.
+            p: weights; reads ``p[prefix + "weight_ih"]`` and ``p[prefix + "bias_ih"]`` (and
+                ``weight_ih_l{l}``, ``bias_ih_l{l}`` of the layers above).
             prefix: name prefix of this cell's weights in ``p`` (e.g. ``"cell."``).
             x: inputs ``[B, T, input_dim]``, ``T >= 1``.
-            state: the state before the first step ``[B, size]``, or None for zeros.
+            state: the state before the first step ``[B, layers * size]``, or None for zeros.
             reset: ``[B, T]`` bool or None; where true, the row's state is zeroed *before* that step.
         """
-        if self.scan == "loop":
-            return self.run_sequential(p, prefix, x, state, reset)
-        k, h0, keep_first, reset = self._prepare(p, prefix, x, state, reset)
+        outputs, last = self.run_layers(p, prefix, x, state, reset)
+        return outputs[-1], last
+
+    def run_layers(
+        self, p: Params, prefix: str, x: Tensor, state: Tensor | None, reset: Tensor | None, sequential: bool = False
+    ) -> tuple[list[Tensor], Tensor]:
+        """Every layer's outputs ``[B, T, size]`` (bottom first) and the last state; as :meth:`run`."""
+        states = self._layer_states(x, state)
+        outputs, lasts, inputs = [], [], x
+        for layer, h0 in enumerate(states):
+            if layer > 0:
+                inputs = torch.cat([outputs[-1], x], dim=-1)
+            run = self._layer_sequential if sequential or self.scan == "loop" else self._layer_scan
+            out, last = run(p, prefix, layer, inputs, h0, reset)
+            outputs.append(out)
+            lasts.append(last)
+        return outputs, torch.cat(lasts, dim=-1) if len(lasts) > 1 else lasts[0]
+
+    def run_sequential(
+        self, p: Params, prefix: str, x: Tensor, state: Tensor | None, reset: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """The same cell stepped in a Python loop (the reference for :meth:`run`); same arguments.
+
+        A reset here is exact (the state is multiplied by 0).
+        """
+        outputs, last = self.run_layers(p, prefix, x, state, reset, sequential=True)
+        return outputs[-1], last
+
+    run_loop = run_sequential  # the name every cell's step-by-step reference has (agents.networks)
+
+    def _layer_states(self, x: Tensor, state: Tensor | None) -> list[Tensor | None]:
+        if state is None:
+            return [None] * self.layers
+        if state.dim() != 2 or state.shape[0] != x.shape[0] or state.shape[1] != self.state_size:
+            raise ValueError(f"MinGRUCell: state must be [B, layers * size] = {(x.shape[0], self.state_size)} "
+                             f"or None, got {tuple(state.shape)}")
+        return list(state.split(self.size, dim=-1))
+
+    def _layer_scan(self, p: Params, prefix: str, layer: int, x: Tensor, state: Tensor | None,
+                    reset: Tensor | None) -> tuple[Tensor, Tensor]:
+        k, h0, keep_first, reset = self._prepare(p, prefix, layer, x, state, reset)
         k, pre = k.chunk(2, dim=-1)
         if self.scan == "linear":
             a = torch.sigmoid(-k)  # 1 - z
@@ -292,14 +352,9 @@ class MinGRUCell(nn.Module):
         h = log_space_scan(log_a, log_b, h0)
         return h, h[:, -1]
 
-    def run_sequential(
-        self, p: Params, prefix: str, x: Tensor, state: Tensor | None, reset: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
-        """The same cell stepped in a Python loop (the reference for :meth:`run`); same arguments.
-
-        A reset here is exact (the state is multiplied by 0).
-        """
-        k, h, _, reset = self._prepare(p, prefix, x, state, reset)
+    def _layer_sequential(self, p: Params, prefix: str, layer: int, x: Tensor, state: Tensor | None,
+                          reset: Tensor | None) -> tuple[Tensor, Tensor]:
+        k, h, _, reset = self._prepare(p, prefix, layer, x, state, reset)
         k, pre = k.chunk(2, dim=-1)
         z, cand = torch.sigmoid(k).unbind(1), g(pre).unbind(1)
         keep = None if reset is None else (~reset).to(x.dtype).unsqueeze(-1).unbind(1)
@@ -311,17 +366,17 @@ class MinGRUCell(nn.Module):
             outputs.append(h)
         return torch.stack(outputs, dim=1), h
 
-    run_loop = run_sequential  # the name every cell's step-by-step reference has (agents.networks)
-
     def _prepare(
-        self, p: Params, prefix: str, x: Tensor, state: Tensor | None, reset: Tensor | None
+        self, p: Params, prefix: str, layer: int, x: Tensor, state: Tensor | None, reset: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-        """Check shapes; return the gate logits ``[B, T, 2 * size]``, ``h_0``, ``keep`` at t=0, bool reset."""
-        weight, bias = p[prefix + "weight_ih"], p[prefix + "bias_ih"]
+        """Check one layer's shapes; return its gate logits ``[B, T, 2 * size]``, ``h_0``,
+        ``keep`` at t=0, bool reset."""
+        weight_name, bias_name = layer_param_names(layer)
+        weight, bias = p[prefix + weight_name], p[prefix + bias_name]
         if weight.dim() != 2 or weight.shape[0] % 2 or bias.shape != weight.shape[:1]:
             raise ValueError(
-                f"MinGRUCell: {prefix}weight_ih must be [2 * size, input_dim] and {prefix}bias_ih [2 * size], "
-                f"got {tuple(weight.shape)} and {tuple(bias.shape)}"
+                f"MinGRUCell: {prefix}{weight_name} must be [2 * size, input width] and {prefix}{bias_name} "
+                f"[2 * size], got {tuple(weight.shape)} and {tuple(bias.shape)}"
             )
         size, input_dim = weight.shape[0] // 2, weight.shape[1]
         if x.dim() != 3 or x.shape[1] < 1 or x.shape[2] != input_dim:

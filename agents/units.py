@@ -34,6 +34,12 @@ is LayerNorm'd, so each of its units also enters the mean and variance that norm
 the others; a fresh unit there shifts its neighbours slightly (a test checks that every
 other unit layer is exactly invisible).
 
+Stacked minGRU layers (``rnn_layers > 1``): layer ``l`` is its own unit layer (``cell`` for
+the bottom one, ``cell.l1``, ... above), with the same incoming slices in its own weights
+(``weight_ih_l{l}``, ``bias_ih_l{l}``); the weights that read it are the first ``rnn_size``
+columns of the next layer's ``weight_ih`` (which reads ``[h, x]``), or the body's for the top
+layer.
+
 A new trunk is one entry of :data:`CELL_UNITS` (its incoming slices with their gate
 block count, and its recurrent outgoing slices); the body and heads are shared.
 
@@ -59,6 +65,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agents.networks import LEAKY_RELU_SLOPE, Actor, MLPBody, QNetwork
+from agents.scan_cell import layer_param_names
 
 if TYPE_CHECKING:  # pragma: no cover
     from agents.replay import Batch
@@ -114,8 +121,7 @@ def unit_layers(net: nn.Module) -> list[UnitLayer]:
         if config.trunk not in CELL_UNITS:
             raise ValueError(f"no unit table for trunk {config.trunk!r}; add it to agents.units.CELL_UNITS "
                              f"(known: {', '.join(CELL_UNITS)})")
-        incoming, outgoing = CELL_UNITS[config.trunk]
-        layers.append(UnitLayer("cell", config.rnn_size, incoming, (*outgoing, Slice("body.layers.0.weight", 1))))
+        layers += cell_unit_layers(config)
     heads = ("mean.weight", "log_std.weight") if isinstance(net, Actor) else ("head.weight",)
     sizes = config.hidden_sizes
     for i, width in enumerate(sizes):
@@ -127,10 +133,28 @@ def unit_layers(net: nn.Module) -> list[UnitLayer]:
     return layers
 
 
+def cell_unit_layers(config) -> list[UnitLayer]:
+    """The recurrent cell's unit layers, bottom first (one unless minGRU layers are stacked)."""
+    incoming, outgoing = CELL_UNITS[config.trunk]
+    body = Slice("body.layers.0.weight", 1)
+    if config.rnn_layers == 1:
+        return [UnitLayer("cell", config.rnn_size, incoming, (*outgoing, body))]
+    layers = []
+    for layer in range(config.rnn_layers):
+        rename = dict(zip(layer_param_names(0), layer_param_names(layer)))
+        own = tuple(Slice("cell." + rename[piece.param[len("cell."):]], piece.dim, piece.blocks) for piece in incoming)
+        above = Slice("cell." + layer_param_names(layer + 1)[0], 1) if layer + 1 < config.rnn_layers else body
+        layers.append(UnitLayer("cell" if layer == 0 else f"cell.l{layer}", config.rnn_size, own, (above,)))
+    return layers
+
+
 def outgoing_bias(piece: Slice) -> str | None:
-    """The bias added to what ``piece`` computes (``x.weight`` -> ``x.bias``)."""
+    """The bias added to what ``piece`` computes (``x.weight`` -> ``x.bias``; a stacked
+    minGRU layer's ``weight_ih_l{k}`` -> ``bias_ih_l{k}``)."""
     if piece.param in OUTGOING_BIAS:
         return OUTGOING_BIAS[piece.param]
+    if piece.param.startswith("cell.weight_ih_l"):
+        return piece.param.replace("weight_ih", "bias_ih")
     return piece.param[: -len("weight")] + "bias" if piece.param.endswith(".weight") else None
 
 
@@ -163,7 +187,11 @@ def activations(agent: "SAC", name: str, net: nn.Module, batch: "Batch") -> dict
     prev_reward = None if batch.prev_reward is None else batch.prev_reward[:, :steps]
     feats, _ = net.features(p, obs, prev_action, prev_reward, None, None)
     out: dict[str, Tensor] = {}
-    if net.config.recurrent:
+    if net.config.recurrent and net.config.rnn_layers > 1:  # every stacked layer's outputs
+        inputs = net.cell_inputs(obs, prev_action, prev_reward)
+        for layer, value in zip(cell_unit_layers(net.config), net.cell.run_layers(p, "cell.", inputs, None, None)[0]):
+            out[layer.name] = value
+    elif net.config.recurrent:
         out["cell"] = feats[..., : net.config.rnn_size]
     if isinstance(net, QNetwork):
         feats = torch.cat([feats, batch.action], dim=-1)

@@ -9,7 +9,7 @@ Parts (``--parts``):
 2. ``memory``: ``repeat-first(d=100)`` and ``tmaze(L=100)``, a cue 100 steps before the
    step that needs it. Each recurrent trunk must reach a stochastic test success of at
    least ``--threshold``; the MLP agent must stay at chance. The replay-window settings
-   are the agent's defaults (whole episodes up to 200 steps, 4 windows per update,
+   are the agent's defaults (whole episodes up to 200 steps, 2 windows per update,
    starting states from the episode start); only sizes, budget, update ratio and the
    initial entropy coefficient are set here.
 3. ``metaworld-memory``: ``reach-v3(visible_steps=1)``, the goal shown only in the first

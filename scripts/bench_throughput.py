@@ -6,7 +6,7 @@ CW update ratio (50 updates every 50 steps), same device and torch threads. The 
 is ``ratio_vs_sb3: X`` (our env steps per second / SB3's).
 
 With ``--recurrent``: our recurrent agents with their *default* settings (whole-episode
-windows of up to 200 steps, 4 windows per update, GRU 128, 2 x 256 heads; see
+windows of up to 200 steps, 2 windows per update, GRU 128, 2 x 256 heads; see
 ``agents.sac.SACConfig``) against the MLP agent with its defaults, on the same task, with
 the same update ratio. Then the parallel-scan trunk against the GRU with windows of 32
 and of 200 steps. Every agent is first run past its random phase, then all are timed in

@@ -70,13 +70,16 @@ def test_composite_chains_after_step_in_member_order():
 
 
 # ---------------------------------------------------------------------- units
-@pytest.mark.parametrize("trunk", TRUNKS)
+@pytest.mark.parametrize("trunk,layers", [(trunk, 1) for trunk in TRUNKS] + [("mingru", 1), ("mingru", 3)])
 @pytest.mark.parametrize("kind", [Actor, QNetwork])
-def test_a_unit_with_zeroed_outgoing_weights_is_invisible_whatever_its_incoming_weights(trunk, kind):
-    """The outgoing slices cover every path out of a unit (incl. the recurrent one); except
-    in the LayerNorm'd first body layer, where every unit also enters the norm's statistics."""
+def test_a_unit_with_zeroed_outgoing_weights_is_invisible_whatever_its_incoming_weights(trunk, layers, kind):
+    """The outgoing slices cover every path out of a unit (incl. the recurrent one and the
+    next stacked layer); except in the LayerNorm'd first body layer, where every unit also
+    enters the norm's statistics."""
     torch.manual_seed(0)
-    net = kind(NetworkConfig(input_dim=3, trunk=trunk, hidden_sizes=(6, 5), rnn_size=4))
+    net = kind(NetworkConfig(input_dim=3, trunk=trunk, hidden_sizes=(6, 5), rnn_size=4, rnn_layers=layers))
+    if layers > 1:
+        assert [layer.name for layer in unit_layers(net)][:layers] == ["cell", "cell.l1", "cell.l2"]
     obs, prev_action, prev_reward = torch.randn(2, 5, 3), torch.randn(2, 5, 4), torch.randn(2, 5)
     action = torch.randn(2, 5, 4)
 

@@ -71,6 +71,37 @@ def test_stacked_gru_members_equal_separate_trunks():
             assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
 
 
+def test_stacked_gru_skips_the_backward_of_frozen_trailing_members():
+    """Target critics come last in the stacked call and take no gradient: the trained
+    members' gradients are those of the full backward, the frozen ones get zeros."""
+    torch.manual_seed(3)
+    gx = torch.randn(3, 2, 7, 12, requires_grad=True)
+    h0, w, b = torch.randn(3, 2, 4, requires_grad=True), torch.randn(3, 12, 4), torch.randn(3, 12)
+    w.requires_grad_(True), b.requires_grad_(True)
+    inputs = [gx, h0, w, b]
+    weight = torch.linspace(-1, 1, 7).view(1, 1, 7, 1)
+    def gradients(trained):
+        out, last = GRUSequence.apply(*inputs, None, trained)
+        return grads((out * weight).square().sum() + last.sin().sum(), inputs)
+
+    full, part = gradients(None), gradients(2)
+    for a, b_ in zip(full, part):
+        assert torch.allclose(a[:2], b_[:2], atol=1e-5)
+        assert b_[2].abs().max() == 0 and a[2].abs().max() > 0  # the full backward would not be zero there
+
+
+def test_stacked_call_trains_only_the_leading_members():
+    from agents.networks import _leading_trained
+
+    config = NetworkConfig(input_dim=3, trunk="gru", hidden_sizes=(4,), rnn_size=2)
+    trained, frozen = Actor(config), Actor(config)
+    frozen.requires_grad_(False)
+    own = lambda t: dict(t.named_parameters())  # noqa: E731
+    assert _leading_trained([own(trained), own(trained), own(frozen)], [None] * 3) == 2
+    assert _leading_trained([own(frozen), own(trained)], [None] * 2) == 2  # not leading: every member
+    assert _leading_trained([own(frozen)] * 2, [None, torch.zeros(1, 2, requires_grad=True)]) == 2
+
+
 def test_gru_function_has_no_gradient_for_a_constant_initial_state():
     gx, h0 = torch.randn(1, 2, 4, 9, requires_grad=True), torch.zeros(1, 2, 3)
     out, _ = GRUSequence.apply(gx, h0, torch.randn(1, 9, 3), torch.randn(1, 9), None)

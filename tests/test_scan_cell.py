@@ -244,7 +244,7 @@ def test_scan_functions_directly(chunk):
         (dict(x=torch.zeros(2, 5)), r"x must be \[B, T >= 1, 3\]"),
         (dict(x=torch.zeros(2, 0, 3)), r"x must be \[B, T >= 1, 3\]"),
         (dict(x=torch.zeros(2, 5, 4)), r"x must be \[B, T >= 1, 3\]"),
-        (dict(state=torch.zeros(2, 5)), r"state must be \[B, size\] = \(2, 4\)"),
+        (dict(state=torch.zeros(2, 5)), r"state must be \[B, layers \* size\] = \(2, 4\)"),
         (dict(reset=torch.zeros(2, 4, dtype=torch.bool)), r"reset must be \[B, T\] = \(2, 5\)"),
     ],
 )
@@ -275,3 +275,84 @@ def test_linear_scan_backward_is_exact_to_second_order():
 
     assert torch.autograd.gradcheck(fn, (a, b, h0))
     assert torch.autograd.gradgradcheck(fn, (a, b, h0))
+
+
+# ---------------------------------------------------------------------- stacked layers
+@pytest.mark.parametrize("scan", ["linear", "log"])
+@pytest.mark.parametrize("with_reset", [False, True])
+def test_stacked_layers_equal_their_loop(scan, with_reset):
+    """Layer l reads [h^(l-1), x]; the scan and the loop agree layer by layer, in outputs and gradients."""
+    gen = torch.Generator().manual_seed(5)
+    torch.manual_seed(5)
+    cell = MinGRUCell(5, 8, scan=scan, layers=3)
+    assert cell.state_size == 24 and cell.weight_ih_l2.shape == (16, 13)
+    x, state = torch.randn(3, 40, 5, generator=gen), torch.randn(3, 24, generator=gen)
+    reset = _resets(3, 40, gen) if with_reset else None
+    weight = torch.randn(3, 40, 8, generator=gen)
+    results = []
+    for run in (cell.run, cell.run_sequential):
+        p = {name: t.detach().clone().requires_grad_() for name, t in cell.named_parameters()}
+        leaves = [x.clone().requires_grad_(), state.clone().requires_grad_()]
+        out, last = run(p, "", leaves[0], leaves[1], reset)
+        loss = (out * weight).sum() + last.sin().sum()
+        results.append([out, last, *torch.autograd.grad(loss, leaves + list(p.values()))])
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=TOL[scan] * 50 * b.abs().max().item()), (a - b).abs().max()
+
+
+def test_stacked_state_continues_exactly_and_holds_every_layer():
+    cell = MinGRUCell(3, 4, layers=2)
+    p = dict(cell.named_parameters())
+    x = torch.randn(2, 30, 3)
+    whole, last = cell.run(p, "", x, None, None)
+    outputs, _ = cell.run_layers(p, "", x, None, None)
+    assert torch.equal(last[:, 4:], whole[:, -1]) and torch.equal(last[:, :4], outputs[0][:, -1])
+    _, mid = cell.run(p, "", x[:, :11], None, None)
+    second, last2 = cell.run(p, "", x[:, 11:], mid, None)
+    torch.testing.assert_close(second, whole[:, 11:], rtol=0, atol=1e-5)
+    torch.testing.assert_close(last2, last, rtol=0, atol=1e-5)
+
+
+def test_a_second_layer_changes_the_output_and_sees_the_first():
+    """The top layer's output depends on the bottom layer's weights (it reads h^(0))."""
+    torch.manual_seed(0)
+    cell = MinGRUCell(3, 4, layers=2)
+    p = dict(cell.named_parameters())
+    x = torch.randn(2, 6, 3)
+    out, _ = cell.run(p, "", x, None, None)
+    (grad,) = torch.autograd.grad(out.sum(), [p["weight_ih"]])
+    assert grad.abs().sum() > 0
+    one = MinGRUCell(3, 4)
+    assert not torch.allclose(out, one.run(dict(one.named_parameters()), "", x, None, None)[0])
+
+
+def test_stacked_layers_refused_where_they_do_not_exist():
+    from agents.networks import NetworkConfig, make_cell
+    from agents.sac import SACConfig
+
+    with pytest.raises(ValueError, match="stacked layers exist for 'mingru' only"):
+        SACConfig(trunk="gru", rnn_layers=2)
+    with pytest.raises(ValueError, match="rnn_layers must be an int >= 1"):
+        NetworkConfig(input_dim=3, trunk="mingru", rnn_layers=0)
+    with pytest.raises(ValueError, match="layers must be a positive int"):
+        MinGRUCell(3, 4, layers=0)
+    assert SACConfig(trunk="mingru").rnn_layers == 2 and SACConfig(trunk="lstm").rnn_layers == 1
+    chrono = make_cell("mingru", 3, 4, chrono_horizon=100, layers=2)
+    assert bool((chrono.bias_ih_l1[:4] < 0).all()) and bool((chrono.bias_ih[:4] < 0).all())
+
+
+def test_one_layer_mingru_agent_file_from_before_stacking_loads(tmp_path):
+    """Files written before rnn_layers existed hold one minGRU layer: read as one layer, not misread."""
+    from agents.sac import SAC, SACConfig, SpaceSpec
+
+    spec = SpaceSpec(obs_dim=6, task_width=6, num_tasks=1, action_dim=4, onehot=False)
+    agent = SAC(config=SACConfig(trunk="mingru", hidden_sizes=(16,), rnn_size=8, rnn_layers=1), spec=spec)
+    path = tmp_path / "old.pt"
+    agent.save(path)
+    state = torch.load(path, weights_only=False)
+    del state["config"]["rnn_layers"]
+    torch.save(state, path)
+    loaded = SAC.load(path)
+    assert loaded.config.rnn_layers == 1 and loaded.net_config.state_size == 8
+    for (name, a), (_, b) in zip(agent.actor.named_parameters(), loaded.actor.named_parameters()):
+        assert torch.equal(a, b), name
