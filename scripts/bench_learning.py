@@ -6,15 +6,19 @@ Parts (``--parts``):
    gradient of a GRU's last output with respect to its first input, relative to the
    last input's, after T steps: plain initialisation (zero gate biases keep half the
    state per step) against chrono initialisation (the default now).
-2. ``memory``: ``repeat-first(d=100)`` and ``tmaze(L=100)``, a cue 100 steps before the
+2. ``supervised``: why the minGRU trunk stacks two layers. Each cell (GRU, minGRU with 1
+   and 2 layers; 64 units, chrono init, a 64-unit ReLU readout, Adam at SAC's 1e-3) learns
+   ``repeat-first(d=100)`` as plain classification from batches of 4 episodes; the script
+   prints the accuracy on 256 fresh episodes every 1,000 iterations.
+3. ``memory``: ``repeat-first(d=100)`` and ``tmaze(L=100)``, a cue 100 steps before the
    step that needs it. Each recurrent trunk must reach a stochastic test success of at
    least ``--threshold``; the MLP agent must stay at chance. The replay-window settings
    are the agent's defaults (whole episodes up to 200 steps, 2 windows per update,
    starting states from the episode start); only sizes, budget, update ratio and the
    initial entropy coefficient are set here.
-3. ``metaworld-memory``: ``reach-v3(visible_steps=1)``, the goal shown only in the first
+4. ``metaworld-memory``: ``reach-v3(visible_steps=1)``, the goal shown only in the first
    step of a 200-step episode. The GRU agent must beat the MLP agent at the same budget.
-4. ``metaworld``: the Continual World MLP agent (CW hyperparameters) on ``reach-v3``.
+5. ``metaworld``: the Continual World MLP agent (CW hyperparameters) on ``reach-v3``.
 
 Every run goes through the training script's code (``agents.run.train``) into a run
 directory and is evaluated by the batched evaluator; the script prints steps, wall time
@@ -22,6 +26,7 @@ and the success curve of every run, and exits non-zero if a claim fails.
 
 Example:
     python scripts/bench_learning.py --parts gradient
+    python scripts/bench_learning.py --parts supervised
     python scripts/bench_learning.py --parts memory --workers 2
     python scripts/bench_learning.py --parts metaworld-memory --metaworld-memory-steps 30000
 """
@@ -51,7 +56,9 @@ class Args:
     """Learning benchmark of the recurrent agents (see the module docstring)."""
 
     parts: tuple[str, ...] = ("gradient", "memory", "metaworld-memory")
-    """Which parts to run: gradient, memory, metaworld-memory, metaworld."""
+    """Which parts to run: gradient, supervised, memory, metaworld-memory, metaworld."""
+    supervised_iterations: int = 8_000
+    """Iterations of each cell in part supervised."""
     memory_tasks: tuple[str, ...] = ("repeat-first(d=100)", "tmaze(L=100)")
     """Memory task specs."""
     trunks: tuple[str, ...] = ("gru", "mingru", "mlp")
@@ -105,6 +112,50 @@ def gradient_reach(lengths=(5, 40, 100, 150), seeds: int = 5, size: int = 128) -
     print()
 
 
+def supervised_memory(iterations: int, d: int = 100, batch: int = 4, size: int = 64, seed: int = 0) -> None:
+    """Classification of the first symbol of ``repeat-first(d)`` episodes from the cell's last output."""
+    import numpy as np
+
+    from agents.networks import make_cell
+    from contenv.tasks.memory import RepeatFirstTask
+
+    print(f"supervised repeat-first(d={d}): accuracy on 256 fresh episodes (chance 0.25), batch {batch}, "
+          f"{size} units, Adam 1e-3")
+    task = RepeatFirstTask(d=d)
+    for trunk, layers in (("gru", 1), ("mingru", 1), ("mingru", 2)):
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+
+        def draw(n):
+            episodes = [task._draw_episode(rng) for _ in range(n)]
+            x = torch.tensor(np.stack([e.observations for e in episodes]), dtype=torch.float32)
+            return x, torch.tensor([int(e.answers[-1]) for e in episodes])
+
+        cell = make_cell(trunk, task.observation_space.shape[0], size, chrono_horizon=200, layers=layers)
+        readout = torch.nn.Sequential(torch.nn.Linear(size + task.observation_space.shape[0], 64), torch.nn.ReLU(),
+                                      torch.nn.Linear(64, 4))
+        weights = dict(cell.named_parameters())
+        optimizer = torch.optim.Adam([*weights.values(), *readout.parameters()], lr=1e-3)
+
+        def logits(x):
+            out, _ = cell.run(weights, "", x, None, None)
+            return readout(torch.cat([out[:, -1], x[:, -1]], dim=-1))
+
+        curve, started = [], time.perf_counter()
+        for iteration in range(1, iterations + 1):
+            x, y = draw(batch)
+            loss = torch.nn.functional.cross_entropy(logits(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if iteration % 1000 == 0:
+                with torch.no_grad():
+                    x, y = draw(256)
+                    curve.append(round((logits(x).argmax(-1) == y).float().mean().item(), 2))
+        print(f"  {trunk} x{layers}: {curve}  ({time.perf_counter() - started:.0f} s)", flush=True)
+    print()
+
+
 def run(name: str, args: TrainArgs) -> dict:
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -140,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run directories under {out}\n")
     if "gradient" in args.parts:
         gradient_reach()
+    if "supervised" in args.parts:
+        supervised_memory(args.supervised_iterations)
     jobs: list[tuple[str, str, str, TrainArgs]] = []  # (part, task, agent, run args)
     if "memory" in args.parts:
         for task in args.memory_tasks:
