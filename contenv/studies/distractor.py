@@ -156,7 +156,8 @@ def analyse(found: StudyRuns, budget: str, out: Path) -> Analysis:
     if cw:  # performance and forgetting of the triplet (no reference for A and B: FT n/a there)
         tables.append(report.render_markdown([report.ScenarioReport(f"{SCENARIOS[budget]} ({budget})", [a, b, c],
                                                                     spt, cw)]))
-    plots = [plot_transfer(results, target, floor, out / "distractor_transfer.png")] if results else []
+    measured = any(float(est.value) == float(est.value) for est in results.values())  # not all NaN
+    plots = [plot_transfer(results, target, floor, out / "distractor_transfer.png")] if measured else []
     verdict = combine("the transfer A offers C survives B, for every method", verdicts)
     return Analysis(verdict, verdicts, tables, plots, numbers, notes)
 
