@@ -48,8 +48,10 @@ def test_every_study_expands_at_both_budgets_into_distinct_runs():
             assert len({s.name for s in specs}) == len(specs), (name, budget)
             assert {s.seed for s in specs} == set(study.budgets[budget].seeds)
             for spec in specs:  # every run: one thread, no progress bar; seed and run dir added per run
-                assert flag(spec.argv, "torch-threads") is None or flag(spec.argv, "torch-threads") == ["1"]
                 assert "--seed" not in spec.argv and "--run-dir" not in spec.argv
+                full = spec.train_argv(Path("root"))
+                assert flag(full, "torch-threads") == ["1"] and "--no-progress-bar" in full
+                assert full[-4:] == ("--seed", str(spec.seed), "--run-dir", str(spec.run_dir(Path("root"))))
             counts[name, budget] = len(specs)
     assert counts == {("memory-load", "here"): 3 * 8 * 3, ("memory-load", "paper"): 9 * 8 * 5,
                       ("cw-order", "here"): 10 * 2 + 3 * 2, ("cw-order", "paper"): 10 * 10 + 10 * 10,
@@ -68,7 +70,7 @@ def test_every_run_is_accepted_by_contenv_train():
                 if spec.argv in seen:
                     continue
                 seen.add(spec.argv)
-                args = tyro.cli(TrainArgs, args=list(spec.argv) + ["--seed", "0", "--run-dir", "x"])
+                args = tyro.cli(TrainArgs, args=list(spec.train_argv(Path("root"))))
                 check_args(args)
     assert len(seen) > 40
 

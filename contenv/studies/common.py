@@ -16,6 +16,8 @@ Example:
     >>> spec = RunSpec("p=1,i=1", "ewc", 3, ("--protection", "ewc"))
     >>> spec.name, spec.run_dir(Path("out")).as_posix()
     ('p=1,i=1/ewc/seed3', 'out/p=1,i=1/ewc/seed3')
+    >>> spec.train_argv(Path("out"))
+    ('--protection', 'ewc', '--torch-threads', '1', '--no-progress-bar', '--seed', '3', '--run-dir', 'out/p=1,i=1/ewc/seed3')
 """
 
 from __future__ import annotations
@@ -83,8 +85,8 @@ class RunSpec:
         return Path(root) / self.group / self.label / f"seed{self.seed}"
 
     def train_argv(self, root: Path) -> tuple[str, ...]:
-        """The full ``contenv train`` arguments of this run under ``root``."""
-        return (*self.argv, "--seed", str(self.seed), "--run-dir", str(self.run_dir(root)))
+        """The full ``contenv train`` arguments of this run under ``root`` (with :data:`RUN_DEFAULTS`)."""
+        return (*self.argv, *train_flags(**RUN_DEFAULTS), "--seed", str(self.seed), "--run-dir", str(self.run_dir(root)))
 
 
 @dataclass(frozen=True)

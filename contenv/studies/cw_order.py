@@ -80,9 +80,10 @@ SCHEDULES = {
 BUDGETS = {
     "here": Budget(
         seeds=(0, 1),
-        wall_time=("about 55 min with --workers 2 (estimate: 20 sequence runs of 12,000 steps and 6 reference runs "
+        wall_time=("about 60 min with --workers 2 (estimate: 20 sequence runs of 12,000 steps and 6 reference runs "
                    "of 4,000 at the measured 73 training steps/s of the MLP agent, plus evaluation at 2.5 "
-                   "episodes/s; perfect memory's batch of 512 costs about 4x per update)"),
+                   "episodes/s; perfect memory's batch of 512 costs about 4x per update, and EWC's Fisher over "
+                   "CW's 2,560 states took about 100 s per task end in a smoke run here)"),
         note=("3 tasks x 4,000 steps and 2 seeds: CW needs about 100k steps for most tasks, so at this budget "
               "methods may not separate and tau may be undefined or its CI wide; the tasks are candidates until "
               "MEASURED_SINGLE_TASK_SUCCESS is filled (see the study module)")),
