@@ -1,8 +1,8 @@
 """Run a study: its resumable training runs (the sweep machinery), then its report and verdict.
 
 A study (``contenv/studies/``) expands into ``contenv train`` run directories under
-``OUT/runs/<budget>/``; they run on a local pool of ``--workers`` processes or as Ray tasks
-(``--backend ray``), exactly as ``contenv sweep`` runs its trials: finished runs are skipped,
+``OUT/runs/<budget>/`` (logs in ``OUT/logs-<budget>/``); they run on a local pool of ``--workers``
+processes or as Ray tasks (``--backend ray``), exactly as ``contenv sweep`` runs its trials: finished runs are skipped,
 started ones resume from their checkpoints, failed ones are retried, and a run directory is
 never overwritten. Then the report goes to ``OUT/report-<budget>/``: ``report.md`` (tables with
 90 % bootstrap CIs, the verdict in plain words), ``results.json`` (the numbers) and the plots.
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         options = sweep.SweepArgs(out=runs_root, backend=args.backend, address=args.address, workers=args.workers,
                                   retries=args.retries)
         runner = sweep.run_ray if args.backend == "ray" else sweep.run_local
-        outcomes = runner(trials, options, runs_root.parent / f"logs-{args.budget}")
+        outcomes = runner(trials, options, out.resolve() / f"logs-{args.budget}")  # one log per run
         failed = sum(outcome.startswith("FAILED") for _, outcome in outcomes)
         for name, outcome in outcomes:
             if outcome.startswith("FAILED"):
