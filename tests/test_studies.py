@@ -91,6 +91,10 @@ def test_memory_load_grid_methods_and_train_arguments():
     assert [2 * p + i for p, i in grid.p_axis()] == [2 * p + i for p, i in grid.i_axis()] == [7, 9, 11, 13, 15]
     paper = memory_load.expand("paper")
     assert len({s.group for s in paper}) == 9 and flag(paper[0].argv, "steps-per-task") == ["200000"]
+    from agents.sac import RECURRENT_BATCH
+
+    assert memory_load.RECURRENT_BATCH == RECURRENT_BATCH  # replay's 4x batch follows the agent's default
+    assert json.loads(flag(by(paper, label="replay")[0].argv, "protection-kwargs")[0]) == {"batch_size": 4 * RECURRENT_BATCH}
     assert len(flag(paper[0].argv, "tasks")) == 5
     mappings = [m for m in memory_load.MAPPINGS]
     assert all(all(a != b for a, b in zip(m, n)) for m, n in zip(mappings, mappings[1:]))  # each a derangement
