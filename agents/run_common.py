@@ -38,6 +38,9 @@ _AGENT_HELP = f"Agent trunk, one of: {', '.join(TRUNKS)} (mlp is Continual World
 _PROTECTION_HELP = (f"Protection method against forgetting, one of: {', '.join(PROTECTIONS)}; or two joined by '+' "
                     "(e.g. replay+ewc). finetune: none.")
 RUNTIME_KEYS = ("resume", "device", "eval_workers", "torch_threads", "progress_bar", "stop_at_step", "run_dir")
+# Arguments added after runs existed: config.json records them only when they differ from these
+# defaults, so that run directories written before them still resume (--resume compares configs).
+LATE_DEFAULTS = {"multitask": False, "task_in_trunk": False, "reset_optimizer": True}
 
 
 @dataclass
@@ -100,6 +103,8 @@ class TrainArgs:
     """Stacked recurrent layers (default: 2 for mingru; gru and lstm have 1)."""
     heads: str = _SAC.heads
     """Output heads: multi (one per task, CW), single, or auto (multi when the task one-hot is observed)."""
+    task_in_trunk: bool = _SAC.task_in_trunk
+    """The trunk reads the task one-hot too (CW: no, the one-hot only picks the head)."""
     prev_reward: bool = _SAC.prev_reward
     """Recurrent cells also read the previous reward (as well as the observation and previous action)."""
     lr: float = _SAC.lr
@@ -128,6 +133,8 @@ class TrainArgs:
     """Initial log entropy coefficient of every task (Continual World: 1.0)."""
     clip_grad_norm: Optional[float] = _SAC.clip_grad_norm
     """Clip actor and critic gradient norms (default: no clipping)."""
+    reset_optimizer: bool = _SAC.reset_optimizer_on_task_change
+    """Reset Adam at every task start (CW: yes); --no-reset-optimizer keeps one Adam for the whole run."""
 
     def sac_config(self) -> SACConfig:
         return SACConfig(
@@ -137,6 +144,7 @@ class TrainArgs:
             polyak=self.polyak, replay_size=self.replay_size, seq_len=self.seq_len, burn_in=self.burn_in,
             random_steps=self.random_steps, update_after=self.update_after, update_every=self.update_every,
             gradient_steps=self.gradient_steps, init_log_alpha=self.init_log_alpha, clip_grad_norm=self.clip_grad_norm,
+            task_in_trunk=self.task_in_trunk, reset_optimizer_on_task_change=self.reset_optimizer,
         )
 
 
@@ -206,9 +214,9 @@ def make_scenario(args: TrainArgs) -> ContinualEnv:
 def run_config(args: TrainArgs, env: ContinualEnv) -> dict[str, Any]:
     """``config.json``: every argument, the resolved scenario and the agent config."""
     # ``seeds`` is left out: a seed of a batched run writes the same config as a single-seed run.
-    # ``multitask`` only when set, so that run directories written before it existed still resume.
-    config = {f.name: getattr(args, f.name) for f in fields(args)
-              if f.name != "seeds" and (f.name != "multitask" or args.multitask)}
+    # LATE_DEFAULTS only when set otherwise, so that run directories written before them still resume.
+    late = {name for name, default in LATE_DEFAULTS.items() if getattr(args, name) == default}
+    config = {f.name: getattr(args, f.name) for f in fields(args) if f.name != "seeds" and f.name not in late}
     sac = args.sac_config()  # defaults that depend on the trunk are recorded resolved
     config.update(
         run_dir=str(args.run_dir), tasks=list(env.task_names), steps_per_task=env.steps_per_task,
@@ -354,6 +362,7 @@ def train_columns(agent: SAC) -> list[str]:
 
 
 __all__ = [
+    "LATE_DEFAULTS",
     "CHECKPOINT_DIR",
     "CHECKPOINT_FILE",
     "RUNTIME_KEYS",

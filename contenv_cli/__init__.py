@@ -29,6 +29,7 @@ COMMANDS = {
     "report": ("report", "Continual World table (performance, forgetting, forward transfer) and plots of run directories"),
     "sweep": ("sweep", "scenario x method x seed sweeps as resumable runs (local pool or Ray)"),
     "transfer-matrix": ("transfer_matrix", "train every ordered task pair and write the transfer matrix CSV"),
+    "study": ("study", "run a study of a published finding (its runs, then a report with a verdict)"),
     "demo": ("demo", "a five-minute continual run on memory tasks, then its table"),
 }
 

@@ -14,7 +14,7 @@ import sweep  # noqa: E402
 import transfer_matrix  # noqa: E402
 
 from contenv.evaluation.metrics import forward_transfer_per_task  # noqa: E402
-from contenv.evaluation.rundir import RunWriter, write_config  # noqa: E402
+from rundir_helpers import write_run  # noqa: E402
 
 TINY = ["--tasks", "repeat-first(d=2)", "copy(p=1,i=1)", "--steps-per-task", "300", "--agent", "gru",
         "--hidden-sizes", "16", "--rnn-size", "16", "--random-steps", "100", "--update-after", "100",
@@ -55,17 +55,6 @@ def test_interrupted_local_sweep_is_finished_by_a_ray_sweep_from_checkpoints(tmp
         assert [r.split(",")[0] for r in rows] == ["150", "300", "450", "600"]
     again = subprocess.run(base + ["--", *TINY], capture_output=True, text=True)
     assert again.stdout.count("skipped (already done)") == 2
-
-
-def write_run(run_dir, tasks, curves, steps_per_task=100, eval_every=20):
-    write_config(run_dir, {"scenario": "contenv/Sequence-v0", "tasks": tasks, "steps_per_task": steps_per_task,
-                           "seed": 0, "agent": "mlp", "protection": "finetune", "eval_every": eval_every})
-    with RunWriter(run_dir) as writer:
-        for k, step in enumerate(range(eval_every, steps_per_task * len(tasks) + 1, eval_every)):
-            row = {"step": step, "active_task": (step - 1) // steps_per_task}
-            for i, task in enumerate(tasks):
-                row[f"test/stochastic/{i}/{task}/success"] = curves[i][k]
-            writer.write(row)
 
 
 def test_matrix_from_pair_and_reference_runs(tmp_path):

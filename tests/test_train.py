@@ -163,6 +163,19 @@ def test_args_defaults_are_continual_worlds():
     assert (config.random_steps, config.update_after, config.update_every) == (10_000, 1_000, 50)
     assert config.hidden_sizes == (256, 256, 256, 256) and config.replay_size == 1_000_000
     assert dataclasses.fields(TrainArgs)  # one dataclass of arguments
+    assert (config.task_in_trunk, config.reset_optimizer_on_task_change) == (False, True)
+
+
+def test_options_added_later_are_recorded_only_when_set_so_older_runs_still_resume():
+    from agents.run_common import make_scenario, run_config
+
+    args = tiny_args("unused")
+    config = run_config(args, make_scenario(args))
+    assert not {"multitask", "task_in_trunk", "reset_optimizer"} & set(config)  # as configs written before them
+    changed = tiny_args("unused", task_in_trunk=True, reset_optimizer=False)
+    config = run_config(changed, make_scenario(changed))
+    assert (config["task_in_trunk"], config["reset_optimizer"]) == (True, False)
+    assert (config["sac"]["task_in_trunk"], config["sac"]["reset_optimizer_on_task_change"]) == (True, False)
 
 
 def test_reference_runs_train_each_task_alone_and_feed_the_report(tmp_path, capsys):

@@ -12,7 +12,7 @@ every member's extra trainable tensors. Its state is every member's name and sta
 - the same method twice;
 - two methods that own the actor's weights (``packnet``, ``hnet``): each decides on its
   own which weights a task runs with;
-- two importance regularisers (``l2``, ``ewc``, ``online-ewc``, ``mas``): the same anchor
+- two importance regularisers (``l2``, ``ewc``, ``online-ewc``, ``mas``, ``si``): the same anchor
   weighted twice; pick one (online EWC with ``gamma=1`` is EWC);
 - a weight owner with an importance regulariser: HNET's actor weights are generated,
   so a penalty on the actor's own tensors regularises nothing that is used; PackNet
@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from agents.replay import Batch
 
 WEIGHT_OWNERS = ("packnet", "hnet")
-REGULARISERS = ("l2", "ewc", "online-ewc", "mas", "vcl")
+REGULARISERS = ("l2", "ewc", "online-ewc", "mas", "si", "vcl")
 REPLAYS = ("agem", "replay", "clonex")
 PLASTICITY = ("cbp", "shrink-perturb", "l2-init", "redo", "reset-last")
 RECYCLERS = ("cbp", "redo")

@@ -23,6 +23,7 @@ PROTECTIONS: dict[str, str] = {
     "ewc": "agents.protection.ewc:EWC",
     "online-ewc": "agents.protection.ewc:OnlineEWC",
     "mas": "agents.protection.mas:MAS",
+    "si": "agents.protection.si:SI",
     "packnet": "agents.protection.packnet:PackNet",
     "hnet": "agents.protection.hnet:HyperNetwork",
     "replay": "agents.protection.replay:Replay",
