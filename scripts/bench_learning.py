@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import sys
 import tempfile
 import time
@@ -59,6 +60,8 @@ class Args:
     """Which parts to run: gradient, supervised, memory, metaworld-memory, metaworld."""
     supervised_iterations: int = 8_000
     """Iterations of each cell in part supervised."""
+    supervised_seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds of each cell in part supervised (the outcome varies with the initialisation)."""
     memory_tasks: tuple[str, ...] = ("repeat-first(d=100)", "tmaze(L=100)")
     """Memory task specs."""
     trunks: tuple[str, ...] = ("gru", "mingru", "mlp")
@@ -112,7 +115,7 @@ def gradient_reach(lengths=(5, 40, 100, 150), seeds: int = 5, size: int = 128) -
     print()
 
 
-def supervised_memory(iterations: int, d: int = 100, batch: int = 4, size: int = 64, seed: int = 0) -> None:
+def supervised_memory(iterations: int, seeds: tuple[int, ...], d: int = 100, batch: int = 4, size: int = 64) -> None:
     """Classification of the first symbol of ``repeat-first(d)`` episodes from the cell's last output."""
     import numpy as np
 
@@ -122,7 +125,7 @@ def supervised_memory(iterations: int, d: int = 100, batch: int = 4, size: int =
     print(f"supervised repeat-first(d={d}): accuracy on 256 fresh episodes (chance 0.25), batch {batch}, "
           f"{size} units, Adam 1e-3")
     task = RepeatFirstTask(d=d)
-    for trunk, layers in (("gru", 1), ("mingru", 1), ("mingru", 2)):
+    for (trunk, layers), seed in itertools.product((("gru", 1), ("mingru", 1), ("mingru", 2)), seeds):
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
 
@@ -152,7 +155,7 @@ def supervised_memory(iterations: int, d: int = 100, batch: int = 4, size: int =
                 with torch.no_grad():
                     x, y = draw(256)
                     curve.append(round((logits(x).argmax(-1) == y).float().mean().item(), 2))
-        print(f"  {trunk} x{layers}: {curve}  ({time.perf_counter() - started:.0f} s)", flush=True)
+        print(f"  {trunk} x{layers} seed {seed}: {curve}  ({time.perf_counter() - started:.0f} s)", flush=True)
     print()
 
 
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     if "gradient" in args.parts:
         gradient_reach()
     if "supervised" in args.parts:
-        supervised_memory(args.supervised_iterations)
+        supervised_memory(args.supervised_iterations, args.supervised_seeds)
     jobs: list[tuple[str, str, str, TrainArgs]] = []  # (part, task, agent, run args)
     if "memory" in args.parts:
         for task in args.memory_tasks:
