@@ -467,13 +467,20 @@ def shared_input_features(
 
     The SAC update runs five cells over one batch (actor, two critics, two target
     critics). GRU cells on CPU run as one stacked sequence kernel (one batched matrix
-    product per step for all of them; :class:`agents.rnn_kernels.GRUSequence`); anything
+    product per step for all of them; :class:`agents.rnn_kernels.GRUSequence`), minGRU
+    cells as one scan per layer (:meth:`agents.scan_cell.MinGRUCell.run_members`); anything
     else runs trunk by trunk. Either way the result equals ``trunk.features(...)``.
     """
     params = [own_params(trunk, p) for trunk, p in trunks]
     first = trunks[0][0]
     x = first.cell_inputs(obs, prev_action, prev_reward)
-    stackable = all(t.config.trunk == "gru" and t.config == first.config for t, _ in trunks)
+    same = all(t.config == first.config for t, _ in trunks)
+    if same and first.config.trunk == "mingru":
+        weights = [w for p in params for name, w in p.items() if name.startswith("cell.")]
+        if not functorch_active(x, *weights, *(s for s in states if s is not None)):
+            out = first.cell.run_members([sub_params(p, "cell") for p in params], "", x, states)
+            return [torch.cat([member, obs], dim=-1) for member in out.unbind(0)]
+    stackable = same and first.config.trunk == "gru"
     if stackable:
         weights = [p[f"cell.{name}"] for p in params for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
         tensors = (x, *weights, *(s for s in states if s is not None))

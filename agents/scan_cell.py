@@ -324,6 +324,36 @@ class MinGRUCell(nn.Module):
 
     run_loop = run_sequential  # the name every cell's step-by-step reference has (agents.networks)
 
+    def run_members(self, params: list[Params], prefix: str, x: Tensor, states: list[Tensor | None]) -> Tensor:
+        """``M`` cells of this shape over the same input ``x [B, T, in]`` (no resets), one scan per
+        layer for all of them: the top layer's outputs ``[M, B, T, size]``.
+
+        The SAC update runs five cells (actor, critics, target critics) over one batch; the
+        scan is elementwise, so their rows go through it together, which saves four fifths of
+        the small-op overhead that dominates on a CPU. Equal to ``M`` calls of :meth:`run`
+        (tested).
+        """
+        if self.scan == "loop":
+            return torch.stack([self.run(p, prefix, x, s, None)[0] for p, s in zip(params, states)])
+        members, batch = len(params), x.shape[0]
+        layer_states = [self._layer_states(x, s) for s in states]
+        inputs = x.expand(members, *x.shape)
+        for layer in range(self.layers):
+            weight_name, bias_name = layer_param_names(layer)
+            weight = torch.stack([p[prefix + weight_name] for p in params])  # [M, 2H, in]
+            bias = torch.stack([p[prefix + bias_name] for p in params])
+            if layer > 0:
+                inputs = torch.cat([inputs, x.expand(members, *x.shape)], dim=-1)
+            k = torch.baddbmm(bias.unsqueeze(1), inputs.flatten(1, 2), weight.transpose(1, 2))
+            k, pre = k.view(members * batch, x.shape[1], -1).chunk(2, dim=-1)
+            h0 = torch.cat([x.new_zeros(batch, self.size) if s[layer] is None else s[layer] for s in layer_states])
+            if self.scan == "linear":
+                h = linear_scan(torch.sigmoid(-k), torch.sigmoid(k) * g(pre), h0)
+            else:
+                h = log_space_scan(-F.softplus(k), -F.softplus(-k) + log_g(pre), h0)
+            inputs = h.view(members, batch, x.shape[1], self.size)
+        return inputs
+
     def _layer_states(self, x: Tensor, state: Tensor | None) -> list[Tensor | None]:
         if state is None:
             return [None] * self.layers

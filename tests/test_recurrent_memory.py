@@ -49,13 +49,20 @@ def test_sequence_kernels_equal_the_step_by_step_reference(kind, with_reset):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
 
 
-def test_stacked_gru_members_equal_separate_trunks():
-    """The SAC update runs actor, critics and target critics as one stacked GRU call."""
+@pytest.mark.parametrize("trunk,layers,scan", [("gru", 1, None), ("mingru", 2, "linear"), ("mingru", 2, "log"),
+                                               ("mingru", 1, "loop")])
+def test_stacked_members_equal_separate_trunks(trunk, layers, scan):
+    """The SAC update runs actor, critics and target critics as one stacked GRU call, or
+    one minGRU scan per layer."""
     torch.manual_seed(1)
-    config = NetworkConfig(input_dim=5, trunk="gru", hidden_sizes=(8,), rnn_size=6, chrono_horizon=30)
+    config = NetworkConfig(input_dim=5, trunk=trunk, hidden_sizes=(8,), rnn_size=6, chrono_horizon=30,
+                           rnn_layers=layers)
     actor, critic = Actor(config), TwinCritic(config)
+    for net in (actor, critic.q1, critic.q2):
+        if scan is not None:
+            net.cell.scan = scan
     obs, prev_action, prev_reward = torch.randn(2, 9, 5), torch.randn(2, 9, 4), torch.randn(2, 9)
-    states = [None, torch.randn(2, 6), None]
+    states = [None, torch.randn(2, 6 * layers), None]
     trunks = [(actor, None), (critic.q1, None), (critic.q2, None)]
     stacked = shared_input_features(trunks, obs, prev_action, prev_reward, states)
     separate = [t.features(dict(t.named_parameters()), obs, prev_action, prev_reward, s, None)[0]
