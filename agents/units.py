@@ -185,14 +185,16 @@ def activations(agent: "SAC", name: str, net: nn.Module, batch: "Batch") -> dict
     p = dict(net.named_parameters())
     prev_action = None if batch.prev_action is None else batch.prev_action[:, :steps]
     prev_reward = None if batch.prev_reward is None else batch.prev_reward[:, :steps]
-    feats, _ = net.features(p, obs, prev_action, prev_reward, None, None)
     out: dict[str, Tensor] = {}
-    if net.config.recurrent and net.config.rnn_layers > 1:  # every stacked layer's outputs
+    if net.config.recurrent and net.config.rnn_layers > 1:  # every stacked layer's outputs, from one run
         inputs = net.cell_inputs(obs, prev_action, prev_reward)
-        for layer, value in zip(cell_unit_layers(net.config), net.cell.run_layers(p, "cell.", inputs, None, None)[0]):
-            out[layer.name] = value
-    elif net.config.recurrent:
-        out["cell"] = feats[..., : net.config.rnn_size]
+        outputs, _ = net.cell.run_layers(p, "cell.", inputs, None, None)
+        out.update((layer.name, value) for layer, value in zip(cell_unit_layers(net.config), outputs))
+        feats = torch.cat([outputs[-1], obs], dim=-1)  # what features() returns
+    else:
+        feats, _ = net.features(p, obs, prev_action, prev_reward, None, None)
+        if net.config.recurrent:
+            out["cell"] = feats[..., : net.config.rnn_size]
     if isinstance(net, QNetwork):
         feats = torch.cat([feats, batch.action], dim=-1)
     for i, x in enumerate(body_activations(net.body, p, "body.", feats)):
