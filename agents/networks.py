@@ -15,7 +15,9 @@ Architecture (Continual World, Wolczyk et al. 2021, ``continualworld/sac/models.
 
 - body: ``Linear -> LayerNorm -> tanh``, then ``Linear -> leaky ReLU`` for each further
   hidden layer (4 x 256 in CW); leaky ReLU slope 0.2 (TensorFlow's default, which CW used);
-  Glorot-uniform weights and zero biases (Keras' defaults);
+  Glorot-uniform weights and zero biases (Keras' defaults). ``body="relu"`` is the other
+  choice: ``Linear -> ReLU`` on every layer, no normalisation, the plain network of the
+  plasticity literature (Dohare et al. 2024; Sokar et al. 2023), whose units can die;
 - actor: separate mean and log-std heads, log std clipped to [-20, 2], tanh squashing;
 - critic: ``Q(s, a)`` from the body applied to ``[obs, action]``; two independent
   critics (clipped double Q);
@@ -54,6 +56,7 @@ from agents.rnn_kernels import GRUSequence, functorch_active, fused_rnn, gru_seq
 from agents.scan_cell import MinGRUCell, layer_param_names
 
 TRUNKS = ("mlp", "gru", "lstm", "mingru")
+BODIES = ("cw", "relu")
 LEAKY_RELU_SLOPE = 0.2
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 CW_HIDDEN_SIZES = (256, 256, 256, 256)
@@ -79,6 +82,8 @@ class NetworkConfig:
         chrono_horizon: chrono initialisation of the cells' keep gates for memories of up to
             this many steps (Tallec & Ollivier 2018); 0 keeps the plain initialisation.
         rnn_layers: stacked recurrent layers (``mingru`` only; GRU and LSTM have one).
+        body: ``"cw"`` (LayerNorm + tanh, then leaky ReLU; CW's) or ``"relu"`` (plain ReLU
+            layers, no normalisation).
     """
 
     input_dim: int
@@ -91,10 +96,12 @@ class NetworkConfig:
     prev_reward: bool = False
     chrono_horizon: int = 0
     rnn_layers: int = 1
+    body: str = "cw"
 
     def __post_init__(self) -> None:
         if self.trunk not in TRUNKS:
             raise ValueError(f"unknown trunk {self.trunk!r}; allowed: {', '.join(TRUNKS)}")
+        check_body(self.body)
         check_rnn_layers(self.trunk, self.rnn_layers)
         if not self.hidden_sizes or min(self.hidden_sizes) <= 0:
             raise ValueError(f"hidden_sizes must be a non-empty list of positive widths, got {self.hidden_sizes!r}")
@@ -114,6 +121,13 @@ class NetworkConfig:
     @property
     def cell_input_dim(self) -> int:
         return self.input_dim + self.action_dim * self.prev_action + int(self.prev_reward)
+
+
+def check_body(body: str) -> None:
+    """A clear error for an unknown body kind."""
+    if body not in BODIES:
+        raise ValueError(f"unknown body {body!r}; allowed: 'cw' (LayerNorm + tanh, then leaky ReLU; Continual "
+                         "World's) or 'relu' (ReLU layers without normalisation)")
 
 
 def check_rnn_layers(trunk: str, layers: int) -> None:
@@ -157,25 +171,53 @@ def pick_head(out: Tensor, task: Tensor | None, num_heads: int) -> Tensor:
 
 
 class MLPBody(nn.Module):
-    """CW body: ``Linear -> LayerNorm -> tanh``, then ``Linear -> leaky ReLU`` per layer.
+    """The hidden layers of a head, of one of two kinds (``kind``):
 
-    The LayerNorm's epsilon is 1e-3, Keras' ``LayerNormalization`` default (CW's), not torch's 1e-5.
+    - ``"cw"``: ``Linear -> LayerNorm -> tanh``, then ``Linear -> leaky ReLU`` per layer
+      (Continual World's). The LayerNorm's epsilon is 1e-3, Keras' ``LayerNormalization``
+      default (CW's), not torch's 1e-5.
+    - ``"relu"``: ``Linear -> ReLU`` per layer, no normalisation. Plasticity studies use
+      it: a ReLU unit can go dormant, and nothing renormalises growing pre-activations,
+      the two mechanisms behind loss of plasticity (Lyle et al. 2024). CW's body has
+      neither, which is why it is not the place to look for that loss.
+
+    Example:
+        >>> body = MLPBody(3, (5, 4), kind="relu")
+        >>> [name for name, _ in body.named_parameters()]
+        ['layers.0.weight', 'layers.0.bias', 'layers.1.weight', 'layers.1.bias']
+        >>> x = torch.randn(2, 3)
+        >>> bool((body.run(dict(body.named_parameters()), "", x) >= 0).all())
+        True
     """
 
     NORM_EPS = 1e-3
 
-    def __init__(self, input_dim: int, hidden_sizes: tuple[int, ...]) -> None:
+    def __init__(self, input_dim: int, hidden_sizes: tuple[int, ...], kind: str = "cw") -> None:
         super().__init__()
+        check_body(kind)
+        self.kind = kind
         sizes = (input_dim, *hidden_sizes)
         self.layers = nn.ModuleList(_glorot_linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.norm = nn.LayerNorm(hidden_sizes[0], eps=self.NORM_EPS)
+        if kind == "cw":
+            self.norm = nn.LayerNorm(hidden_sizes[0], eps=self.NORM_EPS)
 
     def run(self, p: Params, prefix: str, x: Tensor) -> Tensor:
-        x = _linear(p, prefix + "layers.0", x)
-        x = torch.tanh(F.layer_norm(x, x.shape[-1:], p[prefix + "norm.weight"], p[prefix + "norm.bias"], self.NORM_EPS))
-        for i in range(1, len(self.layers)):
-            x = F.leaky_relu(_linear(p, f"{prefix}layers.{i}", x), LEAKY_RELU_SLOPE)
-        return x
+        return self.layer_outputs(p, prefix, x)[-1]
+
+    def layer_outputs(self, p: Params, prefix: str, x: Tensor) -> list[Tensor]:
+        """The output of every hidden layer (the units of the plasticity methods and metrics)."""
+        out = []
+        for i in range(len(self.layers)):
+            x = _linear(p, f"{prefix}layers.{i}", x)
+            if self.kind == "relu":
+                x = F.relu(x)
+            elif i == 0:
+                x = torch.tanh(F.layer_norm(x, x.shape[-1:], p[prefix + "norm.weight"], p[prefix + "norm.bias"],
+                                            self.NORM_EPS))
+            else:
+                x = F.leaky_relu(x, LEAKY_RELU_SLOPE)
+            out.append(x)
+        return out
 
 
 class RecurrentCell(nn.Module):
@@ -378,7 +420,7 @@ class Actor(_Trunk):
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__(config)
-        self.body = MLPBody(self.feature_dim, config.hidden_sizes)
+        self.body = MLPBody(self.feature_dim, config.hidden_sizes, config.body)
         width = config.hidden_sizes[-1]
         self.mean = _glorot_linear(width, config.num_heads * config.action_dim)
         self.log_std = _glorot_linear(width, config.num_heads * config.action_dim)
@@ -417,7 +459,7 @@ class QNetwork(_Trunk):
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__(config)
-        self.body = MLPBody(self.feature_dim + config.action_dim, config.hidden_sizes)
+        self.body = MLPBody(self.feature_dim + config.action_dim, config.hidden_sizes, config.body)
         self.head = _glorot_linear(config.hidden_sizes[-1], config.num_heads)
 
     def encode(self, obs, prev_action=None, prev_reward=None, state=None, reset=None, params: Params | None = None):

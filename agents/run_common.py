@@ -40,7 +40,10 @@ _PROTECTION_HELP = (f"Protection method against forgetting, one of: {', '.join(P
 RUNTIME_KEYS = ("resume", "device", "eval_workers", "torch_threads", "progress_bar", "stop_at_step", "run_dir")
 # Arguments added after runs existed: config.json records them only when they differ from these
 # defaults, so that run directories written before them still resume (--resume compares configs).
-LATE_DEFAULTS = {"multitask": False, "task_in_trunk": False, "reset_optimizer": True}
+LATE_DEFAULTS = {"multitask": False, "task_in_trunk": False, "reset_optimizer": True, "body": "cw"}
+# Agent settings added after runs existed: config.json records them (``sac.*``), and a run
+# directory written before them, which lacks the key, had this value.
+LATE_SAC_DEFAULTS = {"sac.rnn_layers": 1, "sac.body": "cw"}
 
 
 @dataclass
@@ -101,6 +104,8 @@ class TrainArgs:
     """Width of the recurrent cells (gru, lstm, mingru)."""
     rnn_layers: Optional[int] = _SAC.rnn_layers
     """Stacked recurrent layers (default: 2 for mingru; gru and lstm have 1)."""
+    body: str = _SAC.body
+    """Hidden layers of the heads: cw (LayerNorm + tanh, then leaky ReLU; Continual World's) or relu (plain ReLU, no normalisation; the plasticity literature's)."""
     heads: str = _SAC.heads
     """Output heads: multi (one per task, CW), single, or auto (multi when the task one-hot is observed)."""
     task_in_trunk: bool = _SAC.task_in_trunk
@@ -139,7 +144,7 @@ class TrainArgs:
     def sac_config(self) -> SACConfig:
         return SACConfig(
             trunk=self.agent, hidden_sizes=self.hidden_sizes, rnn_size=self.rnn_size, rnn_layers=self.rnn_layers,
-            heads=self.heads,
+            body=self.body, heads=self.heads,
             prev_reward=self.prev_reward, lr=self.lr, batch_size=self.batch_size, gamma=self.gamma,
             polyak=self.polyak, replay_size=self.replay_size, seq_len=self.seq_len, burn_in=self.burn_in,
             random_steps=self.random_steps, update_after=self.update_after, update_every=self.update_every,
@@ -248,6 +253,8 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
         ['sac.lr: 1 -> 2', 'seed: 0 -> 1']
     """
     saved, current = _flatten(saved), _flatten(current)
+    late = {k: v for k, v in LATE_SAC_DEFAULTS.items() if k in current}
+    saved = {**late, **saved}  # a key the saved run lacks had its late default
     keys = sorted((set(saved) | set(current)) - set(RUNTIME_KEYS))
     return [f"{k}: {saved.get(k, '<missing>')!r} -> {current.get(k, '<missing>')!r}"
             for k in keys if saved.get(k, "<missing>") != current.get(k, "<missing>")]

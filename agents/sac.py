@@ -62,7 +62,7 @@ from torch import Tensor
 
 from contenv.atomic import atomic_file
 from agents.finite import check_finite_state, check_observations, check_transition, check_update, end_replay_episode
-from agents.networks import (CW_HIDDEN_SIZES, TRUNKS, Actor, NetworkConfig, TwinCritic, check_rnn_layers,
+from agents.networks import (CW_HIDDEN_SIZES, TRUNKS, Actor, NetworkConfig, TwinCritic, check_body, check_rnn_layers,
                              shared_input_features, squashed_sample, sub_params)
 from agents.protection import HOOKS, Protection, defines, make_protection
 from agents.replay import Batch, SequenceReplay, TransitionReplay, check_window
@@ -95,6 +95,9 @@ class SACConfig:
         rnn_layers: stacked recurrent layers. None: 2 for ``mingru`` (one minGRU layer did not
             learn a cue among distractors, see :class:`agents.scan_cell.MinGRUCell`), 1 for
             GRU and LSTM (the only value they allow).
+        body: hidden layers of every head: ``"cw"`` (``Linear -> LayerNorm -> tanh``, then
+            leaky ReLU; CW's) or ``"relu"`` (ReLU layers without normalisation, the plain
+            network of the plasticity literature; see :class:`agents.networks.MLPBody`).
         heads: ``"multi"`` (one output head per task, picked by the task index; CW),
             ``"single"``, or ``"auto"``: multi when observations carry the task one-hot.
         task_in_trunk: the trunk also reads the task one-hot (CW: no, it only picks the head).
@@ -135,6 +138,7 @@ class SACConfig:
     hidden_sizes: tuple[int, ...] | None = None
     rnn_size: int = 128
     rnn_layers: int | None = None
+    body: str = "cw"
     heads: str = "auto"
     task_in_trunk: bool = False
     prev_action: bool = True
@@ -172,6 +176,7 @@ class SACConfig:
         if self.rnn_layers is None:
             self.rnn_layers = MINGRU_LAYERS if self.trunk == "mingru" else 1
         check_rnn_layers(self.trunk, self.rnn_layers)
+        check_body(self.body)
         check_window(self.seq_len, self.burn_in)
         if self.chrono_horizon is None:
             self.chrono_horizon = self.seq_len
@@ -352,7 +357,7 @@ class SAC:
         self.net_config = NetworkConfig(
             input_dim=self.net_dim, action_dim=self.spec.action_dim, num_heads=self.num_heads,
             trunk=config.trunk, hidden_sizes=config.hidden_sizes, rnn_size=config.rnn_size,
-            rnn_layers=config.rnn_layers, prev_action=config.prev_action, prev_reward=config.prev_reward,
+            rnn_layers=config.rnn_layers, body=config.body, prev_action=config.prev_action, prev_reward=config.prev_reward,
             chrono_horizon=config.chrono_horizon if config.trunk != "mlp" else 0,
         )
         self.recurrent = self.net_config.recurrent

@@ -14,7 +14,7 @@ What a unit is. A *unit layer* is a set of ``width`` units; unit ``j`` owns
 
 MLP body layer ``i`` (``Linear -> [LayerNorm ->] activation``): incoming = row ``j`` of
 ``layers.i.weight``, entry ``j`` of ``layers.i.bias`` (and of ``norm.weight/bias`` for the
-first layer); outgoing = column ``j`` of the next layer's weight, or of the output heads
+first layer of CW's body; the ``relu`` body has no norm); outgoing = column ``j`` of the next layer's weight, or of the output heads
 (actor ``mean``/``log_std``, critic ``head``) for the last layer.
 
 Recurrent cell (GRU, LSTM): hidden unit ``j`` is the ``j``-th entry of the hidden state
@@ -61,10 +61,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agents.networks import LEAKY_RELU_SLOPE, Actor, MLPBody, QNetwork
+from agents.networks import Actor, QNetwork
 from agents.scan_cell import layer_param_names
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -126,7 +125,7 @@ def unit_layers(net: nn.Module) -> list[UnitLayer]:
     sizes = config.hidden_sizes
     for i, width in enumerate(sizes):
         incoming = [Slice(f"body.layers.{i}.weight", 0), Slice(f"body.layers.{i}.bias", 0)]
-        if i == 0:
+        if i == 0 and config.body == "cw":
             incoming += [Slice("body.norm.weight", 0), Slice("body.norm.bias", 0)]
         outgoing = (Slice(f"body.layers.{i + 1}.weight", 1),) if i + 1 < len(sizes) else tuple(Slice(h, 1) for h in heads)
         layers.append(UnitLayer(f"body.{i}", width, tuple(incoming), outgoing))
@@ -164,15 +163,8 @@ def networks(agent: "SAC") -> list[tuple[str, nn.Module]]:
 
 
 def body_activations(body: nn.Module, p: dict[str, Tensor], prefix: str, x: Tensor) -> list[Tensor]:
-    """Every hidden layer's output of an :class:`~agents.networks.MLPBody` (mirrors ``MLPBody.run``;
-    a test checks that the last one equals ``run``'s output)."""
-    x = F.linear(x, p[prefix + "layers.0.weight"], p[prefix + "layers.0.bias"])
-    x = torch.tanh(F.layer_norm(x, x.shape[-1:], p[prefix + "norm.weight"], p[prefix + "norm.bias"], MLPBody.NORM_EPS))
-    out = [x]
-    for i in range(1, len(body.layers)):
-        x = F.leaky_relu(F.linear(x, p[f"{prefix}layers.{i}.weight"], p[f"{prefix}layers.{i}.bias"]), LEAKY_RELU_SLOPE)
-        out.append(x)
-    return out
+    """Every hidden layer's output of an :class:`~agents.networks.MLPBody`, of either kind."""
+    return body.layer_outputs(p, prefix, x)
 
 
 def activations(agent: "SAC", name: str, net: nn.Module, batch: "Batch") -> dict[str, Tensor]:

@@ -39,9 +39,9 @@ def registered_protections():
     torch.set_num_threads(threads)
 
 
-def make_agent(trunk="mlp", num_tasks=2, onehot=True, protection=None, seed=0):
+def make_agent(trunk="mlp", num_tasks=2, onehot=True, protection=None, seed=0, body="cw"):
     spec = SpaceSpec(obs_dim=3 + num_tasks * onehot, task_width=3, num_tasks=num_tasks, action_dim=2, onehot=onehot)
-    config = SACConfig(trunk=trunk, hidden_sizes=(8, 8), rnn_size=4, batch_size=8, seq_len=3)
+    config = SACConfig(trunk=trunk, hidden_sizes=(8, 8), rnn_size=4, batch_size=8, seq_len=3, body=body)
     return SAC(config=config, spec=spec, protection=protection, seed=seed)
 
 

@@ -70,14 +70,15 @@ def test_composite_chains_after_step_in_member_order():
 
 
 # ---------------------------------------------------------------------- units
-@pytest.mark.parametrize("trunk,layers", [(trunk, 1) for trunk in TRUNKS] + [("mingru", 1), ("mingru", 3)])
+@pytest.mark.parametrize("trunk,layers,body", [(trunk, 1, "cw") for trunk in TRUNKS]
+                         + [("mingru", 1, "cw"), ("mingru", 3, "cw"), ("mlp", 1, "relu"), ("gru", 1, "relu")])
 @pytest.mark.parametrize("kind", [Actor, QNetwork])
-def test_a_unit_with_zeroed_outgoing_weights_is_invisible_whatever_its_incoming_weights(trunk, layers, kind):
+def test_a_unit_with_zeroed_outgoing_weights_is_invisible_whatever_its_incoming_weights(trunk, layers, body, kind):
     """The outgoing slices cover every path out of a unit (incl. the recurrent one and the
-    next stacked layer); except in the LayerNorm'd first body layer, where every unit also
-    enters the norm's statistics."""
+    next stacked layer); except in CW's LayerNorm'd first body layer, where every unit also
+    enters the norm's statistics (the relu body has no norm, so there it holds too)."""
     torch.manual_seed(0)
-    net = kind(NetworkConfig(input_dim=3, trunk=trunk, hidden_sizes=(6, 5), rnn_size=4, rnn_layers=layers))
+    net = kind(NetworkConfig(input_dim=3, trunk=trunk, hidden_sizes=(6, 5), rnn_size=4, rnn_layers=layers, body=body))
     if layers > 1:
         assert [layer.name for layer in unit_layers(net)][:layers] == ["cell", "cell.l1", "cell.l2"]
     obs, prev_action, prev_reward = torch.randn(2, 5, 3), torch.randn(2, 5, 4), torch.randn(2, 5)
@@ -89,7 +90,7 @@ def test_a_unit_with_zeroed_outgoing_weights_is_invisible_whatever_its_incoming_
         return net(obs, action, prev_action, prev_reward)[0]
 
     for layer in unit_layers(net):
-        if layer.name == "body.0":
+        if layer.name == "body.0" and body == "cw":
             continue
         units = torch.tensor([1])
         with torch.no_grad():
@@ -122,9 +123,9 @@ def test_a_recurrent_unit_owns_its_row_in_every_gate_block(trunk, blocks):
     assert (net.body.layers[0].weight[:, 3] == before["body.layers.0.weight"][:, 3]).all()
 
 
-@pytest.mark.parametrize("trunk", TRUNKS)
-def test_recorded_body_activations_match_the_network(trunk):
-    agent = _ready(make_agent(trunk))
+@pytest.mark.parametrize("trunk,body", [(trunk, "cw") for trunk in TRUNKS] + [("gru", "relu")])
+def test_recorded_body_activations_match_the_network(trunk, body):
+    agent = _ready(make_agent(trunk, body=body))
     batch = agent.replay.sample(8)
     acts = activations(agent, "actor", agent.actor, batch)
     p = dict(agent.actor.named_parameters())
@@ -271,6 +272,26 @@ def test_redo_recycles_exactly_the_dormant_units(trunk):
     assert agent.protection.recycled["actor/body.1"] - count == len(rows)
 
 
+def test_redo_on_the_relu_body_recycles_its_dead_units_and_cuts_their_outgoing_weights():
+    """A ReLU unit with zero incoming weights outputs 0 on every input: dormant (CW's tanh/leaky body
+    has no such units, which is what the relu body is for)."""
+    agent = _ready(make_agent("mlp", protection=ReDo(tau=0.0, every=1), body="relu"))
+    with torch.no_grad():
+        agent.actor.body.layers[0].weight[[1, 6]] = 0.0
+        agent.actor.body.layers[0].bias[[1, 6]] = 0.0
+    agent.protection._batch = batch = agent.replay.sample(8)
+    dead = (activations(agent, "actor", agent.actor, batch)["body.0"] == 0).all(0).nonzero().flatten().tolist()
+    assert {1, 6} <= set(dead)
+    before = _snapshot(agent.actor)
+    agent.protection.after_step(agent)
+    rows = (agent.actor.body.layers[0].weight != before["body.layers.0.weight"]).any(1).nonzero().flatten().tolist()
+    assert rows == dead
+    after, old = agent.actor.body.layers[1].weight, before["body.layers.1.weight"]
+    alive = [j for j in range(after.shape[1]) if j not in dead]
+    fresh_rows = (after[:, alive] != old[:, alive]).any(1)  # body.1 units recycled too get fresh rows
+    assert (after[~fresh_rows][:, dead] == 0).all() and (~fresh_rows).any()
+
+
 def test_reset_last_resets_the_heads_at_task_starts_after_the_first_only():
     agent = _ready(make_agent("gru", protection=make_protection("reset-last", layers=2)))
     before = _snapshot(agent.actor)
@@ -362,13 +383,17 @@ ALL = [("cbp", {"maturity": 3, "rate": 0.05}), ("shrink-perturb", {"every": 7}),
                                                                          "ewc": {"batches": 2, "batch_size": 8}})]
 
 
-@pytest.mark.parametrize("name,kwargs,trunk", [(n, k, "gru") for n, k in ALL] + [("cbp", ALL[0][1], "lstm")],
-                         ids=[f"{n}-gru" for n, _ in ALL] + ["cbp-lstm"])
-def test_a_checkpoint_resumes_exactly_with_every_method(name, kwargs, trunk, tmp_path):
+@pytest.mark.parametrize("name,kwargs,trunk,body",
+                         [(n, k, "gru", "cw") for n, k in ALL] + [("cbp", ALL[0][1], "lstm", "cw"),
+                                                                  ("cbp", ALL[0][1], "gru", "relu"),
+                                                                  ("reset-last", ALL[4][1], "gru", "relu")],
+                         ids=[f"{n}-gru" for n, _ in ALL] + ["cbp-lstm", "cbp-gru-relu", "reset-last-gru-relu"])
+def test_a_checkpoint_resumes_exactly_with_every_method(name, kwargs, trunk, body, tmp_path):
     from agents.checkpoint import load_checkpoint, save_checkpoint
 
     def agent():
-        return SAC(tiny_env(steps_per_task=60), tiny_config(trunk), protection=make_protection(name, **copy.deepcopy(kwargs)), seed=0)
+        return SAC(tiny_env(steps_per_task=60), tiny_config(trunk, body=body),
+                   protection=make_protection(name, **copy.deepcopy(kwargs)), seed=0)
 
     first = agent()
     first.learn(64)  # into task 1

@@ -49,6 +49,25 @@ def test_layer_norm_uses_keras_epsilon_like_continual_world():
     assert body.norm.eps == 1e-3
 
 
+def test_relu_body_is_plain_relu_layers_without_a_norm():
+    """The plasticity literature's network: Linear -> ReLU on every layer, nothing else."""
+    from agents.networks import MLPBody
+
+    body = MLPBody(3, (4, 5), kind="relu")
+    assert not hasattr(body, "norm") and len(dict(body.named_parameters())) == 4
+    x = torch.randn(6, 3)
+    h = torch.relu(x @ body.layers[0].weight.T + body.layers[0].bias)
+    expected = torch.relu(h @ body.layers[1].weight.T + body.layers[1].bias)
+    torch.testing.assert_close(body.run(dict(body.named_parameters()), "", x), expected)
+    cw = MLPBody(3, (4, 5))  # CW's: negative outputs from leaky ReLU, a norm in front
+    assert hasattr(cw, "norm") and (cw.run(dict(cw.named_parameters()), "", x * 10) < 0).any()
+
+
+def test_unknown_body_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="'cw'.*'relu'"):
+        SACConfig(body="gelu")
+
+
 def test_reset_mask_restarts_the_recurrent_state():
     cell = RecurrentCell("gru", 4, 6)
     p = dict(cell.named_parameters())

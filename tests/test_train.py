@@ -178,6 +178,20 @@ def test_options_added_later_are_recorded_only_when_set_so_older_runs_still_resu
     assert (config["sac"]["task_in_trunk"], config["sac"]["reset_optimizer_on_task_change"]) == (True, False)
 
 
+def test_a_run_written_before_body_and_rnn_layers_existed_resumes_and_a_changed_body_is_refused():
+    from agents.run_common import config_differences, make_scenario, run_config
+
+    args = tiny_args("unused", agent="gru")
+    current = run_config(args, make_scenario(args))
+    assert (current["sac"]["body"], current["sac"]["rnn_layers"]) == ("cw", 1) and "body" not in current
+    older = json.loads(json.dumps(current))
+    del older["sac"]["body"], older["sac"]["rnn_layers"]  # what config.json held before they existed
+    assert config_differences(older, current) == []
+    relu = tiny_args("unused", agent="gru", body="relu")
+    assert config_differences(older, run_config(relu, make_scenario(relu))) == [
+        "body: '<missing>' -> 'relu'", "sac.body: 'cw' -> 'relu'"]
+
+
 def test_reference_runs_train_each_task_alone_and_feed_the_report(tmp_path, capsys):
     from contenv.evaluation.report import reference_from_runs
     from contenv.evaluation.rundir import load_runs

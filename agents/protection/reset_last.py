@@ -42,7 +42,7 @@ def layer_prefixes(net: nn.Module) -> list[list[str]]:
     """Parameter-name prefixes of every layer of an actor or Q network, input to output."""
     layers = [["cell."]] if net.config.recurrent else []
     for i in range(len(net.config.hidden_sizes)):
-        layers.append([f"body.layers.{i}."] + (["body.norm."] if i == 0 else []))
+        layers.append([f"body.layers.{i}."] + (["body.norm."] if i == 0 and net.config.body == "cw" else []))
     layers.append(["mean.", "log_std."] if isinstance(net, Actor) else ["head."])
     return layers
 
