@@ -55,6 +55,8 @@ class BenchArgs:
     """Width of the two body layers (small networks lose plasticity sooner)."""
     rnn_size: int = 8
     """GRU width."""
+    body: str = "cw"
+    """Hidden layers of the heads: cw (LayerNorm + tanh, then leaky ReLU; Continual World's) or relu (plain ReLU)."""
     replay_ratio: int = 4
     """Updates per env step (high ratios speed up the loss of plasticity)."""
     lr: float = 3e-3
@@ -75,7 +77,8 @@ class BenchArgs:
 def agent_config(args: BenchArgs) -> Any:
     from agents.sac import SACConfig
 
-    return SACConfig(trunk="gru", hidden_sizes=(args.hidden, args.hidden), rnn_size=args.rnn_size, batch_size=32,
+    return SACConfig(trunk="gru", hidden_sizes=(args.hidden, args.hidden), rnn_size=args.rnn_size, body=args.body,
+                     batch_size=32,
                      seq_len=2, random_steps=50, update_after=50, update_every=10,
                      gradient_steps=10 * args.replay_ratio, lr=args.lr, init_log_alpha=-3.0,
                      reset_optimizer_on_task_change=args.reset_optimizer)
@@ -116,11 +119,28 @@ def run_trial(job: tuple[str, int, dict[str, Any], Path]) -> str:
     return f"{method} seed {seed}: {result['seconds']:.0f} s"
 
 
+def trial_settings(args: BenchArgs) -> dict[str, Any]:
+    """The settings every trial under ``--out`` must share (what a table row compares)."""
+    return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+            for k, v in asdict(args).items() if k not in ("methods", "seeds", "workers", "report_only", "out")}
+
+
 def load_trials(args: BenchArgs) -> dict[str, list[dict[str, Any]]]:
+    """Finished trials per method. A table must not mix settings: trials made with settings other
+    than ``args``' (with ``--report-only``: than the first trial's) are refused. Trials written
+    before ``body`` existed had CW's."""
     trials: dict[str, list[dict[str, Any]]] = {}
+    wanted = None if args.report_only else trial_settings(args)
     for method in args.methods:
         for path in sorted((args.out / method).glob("seed*.json")):
-            trials.setdefault(method, []).append(json.loads(path.read_text()))
+            trial = json.loads(path.read_text())
+            saved = {"body": "cw", **{k: v for k, v in trial["settings"].items() if k != "out"}}
+            wanted = saved if wanted is None else wanted
+            differ = sorted(k for k in wanted if saved.get(k) != wanted[k])
+            if differ:
+                raise SystemExit(f"{path} was made with other settings ({', '.join(f'{k}: {saved.get(k)!r}, now {wanted[k]!r}' for k in differ)}); "
+                                 "use another --out, or pass the same settings (nothing was written)")
+            trials.setdefault(method, []).append(trial)
     return trials
 
 
@@ -152,7 +172,7 @@ def report(args: BenchArgs) -> str:
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
     for method, runs in trials.items():
         settings = runs[0]["settings"]
-        success, steps = success_tensor(runs, settings["num_tasks"])
+        success, steps = success_tensor(runs, settings["num_tasks"])  # shared: load_trials checked
         out = learning_speed(success, steps, settings["steps_per_task"])
 
         def fmt(est, scale=1.0):
@@ -179,9 +199,9 @@ def report(args: BenchArgs) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(BenchArgs, args=argv, description=__doc__)
+    load_trials(args)  # refuses an --out whose trials were made with other settings
     if not args.report_only:
-        settings = {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
-                    for k, v in asdict(args).items() if k not in ("methods", "seeds", "workers", "report_only")}
+        settings = {**trial_settings(args), "out": str(args.out)}
         jobs = [(m, s, settings, args.out / m / f"seed{s}.json") for s in range(args.seeds) for m in args.methods]
         jobs = [job for job in jobs if not job[3].exists()]
         if args.workers > 1:
