@@ -55,7 +55,7 @@ def test_every_study_expands_at_both_budgets_into_distinct_runs():
             counts[name, budget] = len(specs)
     assert counts == {("memory-load", "here"): 3 * 8 * 3, ("memory-load", "paper"): 9 * 8 * 5,
                       ("cw-order", "here"): 10 * 2 + 3 * 2, ("cw-order", "paper"): 10 * 10 + 10 * 10,
-                      ("plasticity", "here"): 4 * 4, ("plasticity", "paper"): 2 * 4 * 5,
+                      ("plasticity", "here"): 4 * 3, ("plasticity", "paper"): 2 * 4 * 5,
                       ("distractor", "here"): 5 * 5 + 3 * 5, ("distractor", "paper"): 5 * 5 + 3 * 5}
 
 
@@ -137,7 +137,8 @@ def test_plasticity_scenarios_trunks_and_settings():
         "num_tasks": 50}
     assert "--no-reset-optimizer" in run and json.loads(flag(run, "protection-kwargs")[0]) == {"maturity": 100,
                                                                                                "rate": 0.001}
-    assert flag(run, "gradient-steps") == ["40"] and flag(run, "steps-per-task") == ["200"]
+    assert flag(run, "gradient-steps") == ["40"] and flag(run, "steps-per-task") == ["300"]
+    assert flag(run, "body") == ["relu"]  # CW's body showed no loss of plasticity (README)
     paper = plasticity.expand("paper")
     mlp = by(paper, group="mlp", label="cbp")[0].argv
     assert flag(mlp, "scenario") == ["contenv/CW10x5-v0"] and flag(mlp, "agent") == ["mlp"]
@@ -298,8 +299,8 @@ def test_a_report_of_nothing_says_what_is_missing(tmp_path):
     found = load_study_runs(study.runs("here"), runs_root)
     analysis = study.analyse(found, "here", report_dir)
     text = write_report(study, "here", analysis, found, report_dir).read_text()
-    assert analysis.verdict.outcome == INCONCLUSIVE and "0 of 16 finished" in text
-    assert "16 runs missing (not run yet)" in text
+    assert analysis.verdict.outcome == INCONCLUSIVE and "0 of 12 finished" in text
+    assert "12 runs missing (not run yet)" in text
 
 
 # ---------------------------------------------------------------------- the command
@@ -309,10 +310,10 @@ def test_dry_run_prints_the_plan_and_creates_nothing(tmp_path, capsys):
     out = tmp_path / "study"
     assert main(["study", "plasticity", "--dry-run", "--out", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("study plasticity") and "16 runs" in lines[0]
+    assert lines[0].startswith("study plasticity") and "12 runs" in lines[0]
     assert any(line.startswith("wall time: about") for line in lines)
     runs = [line for line in lines if "contenv train" in line]
-    assert len(runs) == 16 and all(line.split()[0] == "new" for line in runs)
+    assert len(runs) == 12 and all(line.split()[0] == "new" for line in runs)
     assert "--scenario contenv/RemappedMemory-v0" in runs[0] and "--seed 0 --run-dir" in runs[0]
     assert not out.exists()
 
@@ -323,7 +324,7 @@ def test_dry_run_marks_finished_runs_done(tmp_path, capsys):
     write_run(spec.run_dir(layout(out, "here")[0]), ["t0"], [[0.5] * 5], SPT, EVERY)
     assert main(["study", "plasticity", "--dry-run", "--out", str(out)]) == 0
     states = [line.split()[0] for line in capsys.readouterr().out.splitlines() if "contenv train" in line]
-    assert states.count("done") == 1 and states.count("new") == 15
+    assert states.count("done") == 1 and states.count("new") == 11
 
 
 def test_report_only_writes_the_report_of_what_is_there(tmp_path, capsys):
