@@ -156,6 +156,19 @@ def success_tensor(trials: list[dict[str, Any]], num_tasks: int):
     return success, steps
 
 
+SMOOTH = 5
+
+
+def moving_average(values: list[float], window: int) -> list[float]:
+    """Means of every ``window`` consecutive values.
+
+    Example:
+        >>> moving_average([1.0, 2.0, 3.0, 4.0], 2)
+        [1.5, 2.5, 3.5]
+    """
+    return [sum(values[i:i + window]) / window for i in range(len(values) - window + 1)]
+
+
 def report(args: BenchArgs) -> str:
     import matplotlib
 
@@ -182,8 +195,13 @@ def report(args: BenchArgs) -> str:
         lines.append(f"| {method} | {len(runs)} | {fmt(out['early'])} | {fmt(out['late'])} | "
                      f"{fmt(out['late_minus_early'])} | {fmt(out['trend'], 10.0)} | {seconds:.0f} |")
         x = list(range(1, settings["num_tasks"] + 1))
-        line, = ax.plot(x, out["auc"].value.tolist(), label=method, lw=1.5)
-        ax.fill_between(x, out["auc"].lo.tolist(), out["auc"].hi.tolist(), color=line.get_color(), alpha=0.2)
+        line, = ax.plot(x, out["auc"].value.tolist(), lw=0.6, alpha=0.5)
+        # Per-task values are noisy (100-150 episodes a task): a centred mean over SMOOTH tasks shows the trend.
+        smooth = moving_average(out["auc"].value.tolist(), SMOOTH)
+        ax.plot(x[SMOOTH // 2: SMOOTH // 2 + len(smooth)], smooth, color=line.get_color(), lw=2.0,
+                label=f"{method} ({SMOOTH}-task mean)")
+        ax.fill_between(x, out["auc"].lo.tolist(), out["auc"].hi.tolist(), color=line.get_color(), alpha=0.12)
+    ax.axhline(0.25, color="gray", ls=":", lw=1, label="chance (1 of 4 answers)")
     ax.set_xlabel("task (answer mapping) index")
     ax.set_ylabel("learning speed: success AUC in task window")
     ax.set_ylim(0, 1)
