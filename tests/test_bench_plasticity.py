@@ -35,7 +35,7 @@ def test_trials_with_other_settings_are_refused_and_matching_ones_load(tmp_path)
     same = bench.BenchArgs(out=tmp_path, methods=("finetune",), body="relu", num_tasks=2)
     assert [t["seed"] for t in bench.load_trials(same)["finetune"]] == [0, 1]
     with pytest.raises(SystemExit, match="body: 'relu', now 'cw'"):
-        bench.load_trials(bench.BenchArgs(out=tmp_path, methods=("finetune",), num_tasks=2))
+        bench.load_trials(bench.BenchArgs(out=tmp_path, methods=("finetune",), num_tasks=2, body="cw"))
     _write_trial(bench, tmp_path, "cbp", 0, body="cw", num_tasks=2)  # a mix under one --out
     with pytest.raises(SystemExit, match="other settings"):
         bench.load_trials(bench.BenchArgs(out=tmp_path, methods=("finetune", "cbp"), report_only=True))
@@ -43,11 +43,12 @@ def test_trials_with_other_settings_are_refused_and_matching_ones_load(tmp_path)
 
 def test_a_trial_written_before_the_body_setting_counts_as_cws(tmp_path):
     bench = _bench()
-    _write_trial(bench, tmp_path, "finetune", 0, num_tasks=2)
+    _write_trial(bench, tmp_path, "finetune", 0, num_tasks=2, body="cw")
     path = tmp_path / "finetune" / "seed0.json"
     trial = json.loads(path.read_text())
     del trial["settings"]["body"]
     path.write_text(json.dumps(trial))
-    assert len(bench.load_trials(bench.BenchArgs(out=tmp_path, methods=("finetune",), num_tasks=2))["finetune"]) == 1
+    old = bench.BenchArgs(out=tmp_path, methods=("finetune",), num_tasks=2, body="cw")
+    assert len(bench.load_trials(old)["finetune"]) == 1
     with pytest.raises(SystemExit, match="body: 'cw', now 'relu'"):
         bench.load_trials(bench.BenchArgs(out=tmp_path, methods=("finetune",), num_tasks=2, body="relu"))
