@@ -248,6 +248,20 @@ def test_every_protection_method_trains_on_every_trunk(name, trunk, seq_len):
         assert torch.isfinite(param).all()
 
 
+@pytest.mark.parametrize("name", sorted(METHOD_KWARGS))
+def test_every_protection_method_trains_with_the_relu_body(name):
+    """The ReLU body has no LayerNorm parameters: methods that walk an agent's weights must not expect them."""
+    from agents.protection import make_protection
+
+    agent = SAC(memory_env(), tiny("gru", body="relu"), protection=make_protection(name, **METHOD_KWARGS[name]), seed=0)
+    assert not any("norm" in n for n, _ in agent.actor.named_parameters())
+    agent.learn(96)
+    assert agent.current_task == 1 and agent.num_updates > 0
+    assert all(np.isfinite(v) for v in agent.pop_metrics().values())
+    for param in [*agent.actor.parameters(), *agent.critic.parameters()]:
+        assert torch.isfinite(param).all()
+
+
 @pytest.mark.parametrize("trunk", RECURRENT)
 def test_resume_is_exact_with_default_windows(trunk):
     import copy
