@@ -5,8 +5,8 @@ one step, 2-step episodes) whose answer mapping changes at every task (each mapp
 derangement of the previous one, so every old answer is wrong), task id hidden (one
 shared head), the replay emptied at every task start (CW's rule) but one Adam for the
 whole run (CW makes a new one per task; a kept Adam is one driver of plasticity loss). A
-small GRU agent with a plain ReLU body (``--body relu``; with CW's LayerNorm + tanh / leaky
-ReLU body no loss appeared in any setting tried, see the README) must relearn the mapping
+small GRU agent with a plain ReLU body (``--body relu``; CW's LayerNorm + tanh / leaky ReLU
+body loses plasticity too, but less, see the README) must relearn the mapping
 from scratch at every task; the learning speed of task
 ``i`` is its success averaged over its own window (training episodes of that task,
 read every ``chunk`` steps), and ``contenv.evaluation.metrics.learning_speed`` turns the runs into
@@ -60,8 +60,8 @@ class BenchArgs:
     rnn_size: int = 8
     """GRU width."""
     body: str = "relu"
-    """Hidden layers of the heads: relu (plain ReLU, where the loss shows) or cw (LayerNorm + tanh, then leaky ReLU;
-    Continual World's, where it did not)."""
+    """Hidden layers of the heads: relu (plain ReLU, where the loss is largest) or cw (LayerNorm + tanh, then leaky
+    ReLU; Continual World's, which loses less)."""
     replay_ratio: int = 4
     """Updates per env step (high ratios speed up the loss of plasticity)."""
     lr: float = 3e-3

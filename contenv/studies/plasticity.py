@@ -12,9 +12,8 @@ Scenarios per trunk:
 - **GRU**: ``contenv/RemappedMemory-v0``, one copy task whose answer mapping changes at every
   task (task id hidden, one head), with the setting of ``scripts/bench_plasticity.py`` (GRU 8,
   plain ReLU body 2 x 16, 4 updates per step, lr 3e-3; cbp maturity 100, rate 1e-3). The body
-  is ``relu``, not CW's: with CW's body (LayerNorm + tanh, then leaky ReLU) the benchmark saw
-  no loss of plasticity in any setting tried, with the ReLU body fine-tuning lost it (README,
-  "Plasticity benchmark").
+  is ``relu``, not CW's: fine-tuning loses learning speed with both at 50 tasks x 300 steps,
+  more with the ReLU body (README, "Plasticity benchmark").
 - **MLP** (``--budget paper`` only): ``contenv/CW10x5-v0`` (CW10 five times, 100k steps per task)
   with CW's agent. The MLP sees only the current step, so it cannot answer any memory task
   (RemappedMemory would keep it at chance), and no Meta-World sequence long enough to lose
