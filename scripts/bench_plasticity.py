@@ -210,7 +210,7 @@ def report(args: BenchArgs) -> str:
     ax.set_xlabel("task (answer mapping) index")
     ax.set_ylabel("learning speed: success AUC in task window")
     ax.set_ylim(0, 1)
-    ax.set_title("RemappedMemory: learning speed per task (90% bootstrap CI over seeds)", fontsize=9)
+    ax.set_title(f"RemappedMemory, {args.body} body: learning speed per task (90% bootstrap CI over seeds)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     args.out.mkdir(parents=True, exist_ok=True)
