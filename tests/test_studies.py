@@ -138,7 +138,7 @@ def test_plasticity_scenarios_trunks_and_settings():
     assert "--no-reset-optimizer" in run and json.loads(flag(run, "protection-kwargs")[0]) == {"maturity": 100,
                                                                                                "rate": 0.001}
     assert flag(run, "gradient-steps") == ["40"] and flag(run, "steps-per-task") == ["300"]
-    assert flag(run, "body") == ["relu"]  # CW's body showed no loss of plasticity (README)
+    assert flag(run, "body") == ["relu"]  # where fine-tuning loses the most learning speed (README)
     paper = plasticity.expand("paper")
     mlp = by(paper, group="mlp", label="cbp")[0].argv
     assert flag(mlp, "scenario") == ["contenv/CW10x5-v0"] and flag(mlp, "agent") == ["mlp"]
