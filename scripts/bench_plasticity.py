@@ -18,8 +18,8 @@ trials); at the end the table is printed (markdown) and ``OUT/plasticity.png`` d
 
 Examples::
 
-    python scripts/bench_plasticity.py --workers 2           # the README's table (about 30 min on 2 idle cores)
-    python scripts/bench_plasticity.py --body cw --methods finetune --out runs/bench_plasticity_cw   # CW's body
+    python scripts/bench_plasticity.py --seeds 3 --workers 2   # the README's table (about 45 min on 2 idle cores)
+    python scripts/bench_plasticity.py --body cw --methods finetune cbp shrink-perturb --out runs/bench_plasticity_cw
     python scripts/bench_plasticity.py --methods finetune cbp --seeds 2 --num-tasks 10 --steps-per-task 200
     python scripts/bench_plasticity.py --report-only
 """
@@ -143,8 +143,9 @@ def load_trials(args: BenchArgs) -> dict[str, list[dict[str, Any]]]:
             wanted = saved if wanted is None else wanted
             differ = sorted(k for k in wanted if saved.get(k) != wanted[k])
             if differ:
-                raise SystemExit(f"{path} was made with other settings ({', '.join(f'{k}: {saved.get(k)!r}, now {wanted[k]!r}' for k in differ)}); "
-                                 "use another --out, or pass the same settings (nothing was written)")
+                changes = ", ".join(f"{k}: {saved.get(k)!r}, now {wanted[k]!r}" for k in differ)
+                raise SystemExit(f"{path} was made with other settings ({changes}); use another --out, or pass the "
+                                 "same settings (nothing was written)")
             trials.setdefault(method, []).append(trial)
     return trials
 
