@@ -40,10 +40,11 @@ _PROTECTION_HELP = (f"Protection method against forgetting, one of: {', '.join(P
 RUNTIME_KEYS = ("resume", "device", "eval_workers", "torch_threads", "progress_bar", "stop_at_step", "run_dir")
 # Arguments added after runs existed: config.json records them only when they differ from these
 # defaults, so that run directories written before them still resume (--resume compares configs).
-LATE_DEFAULTS = {"multitask": False, "task_in_trunk": False, "reset_optimizer": True, "body": "cw"}
+LATE_DEFAULTS = {"multitask": False, "task_in_trunk": False, "reset_optimizer": True, "body": "cw",
+                 "target_entropy": None, "tune_alpha": True}
 # Agent settings added after runs existed: config.json records them (``sac.*``), and a run
 # directory written before them, which lacks the key, had this value.
-LATE_SAC_DEFAULTS = {"sac.rnn_layers": 1, "sac.body": "cw"}
+LATE_SAC_DEFAULTS = {"sac.rnn_layers": 1, "sac.body": "cw", "sac.tune_alpha": True}
 
 
 @dataclass
@@ -136,6 +137,10 @@ class TrainArgs:
     """Updates per round (default: update_every, one per env step as in Continual World)."""
     init_log_alpha: float = _SAC.init_log_alpha
     """Initial log entropy coefficient of every task (Continual World: 1.0)."""
+    target_entropy: Optional[float] = _SAC.target_entropy
+    """Entropy the tuned coefficient aims at, per step (default: -action_dim, Continual World's)."""
+    tune_alpha: bool = _SAC.tune_alpha
+    """Learn the entropy coefficient toward --target-entropy (CW); --no-tune-alpha keeps exp(init_log_alpha)."""
     clip_grad_norm: Optional[float] = _SAC.clip_grad_norm
     """Clip actor and critic gradient norms (default: no clipping)."""
     reset_optimizer: bool = _SAC.reset_optimizer_on_task_change
@@ -148,7 +153,8 @@ class TrainArgs:
             prev_reward=self.prev_reward, lr=self.lr, batch_size=self.batch_size, gamma=self.gamma,
             polyak=self.polyak, replay_size=self.replay_size, seq_len=self.seq_len, burn_in=self.burn_in,
             random_steps=self.random_steps, update_after=self.update_after, update_every=self.update_every,
-            gradient_steps=self.gradient_steps, init_log_alpha=self.init_log_alpha, clip_grad_norm=self.clip_grad_norm,
+            gradient_steps=self.gradient_steps, init_log_alpha=self.init_log_alpha, target_entropy=self.target_entropy,
+            tune_alpha=self.tune_alpha, clip_grad_norm=self.clip_grad_norm,
             task_in_trunk=self.task_in_trunk, reset_optimizer_on_task_change=self.reset_optimizer,
         )
 

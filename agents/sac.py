@@ -122,6 +122,10 @@ class SACConfig:
             this many steps (Tallec & Ollivier 2018); None: ``seq_len``; 0: off.
         init_log_alpha: initial log entropy coefficient of every task (CW: 1.0).
         target_entropy: None means ``-action_dim``.
+        tune_alpha: learn the entropy coefficient toward ``target_entropy`` (SAC v2, CW); False
+            keeps it at ``exp(init_log_alpha)`` (SAC v1's fixed temperature). A task with one
+            graded step among many free ones drives a tuned coefficient to ~0 before the
+            answer is learned, because the free steps carry the average entropy.
         random_steps: uniform-random actions at the start of each task.
         update_after: a task's updates start at this step of the task.
         update_every: steps between rounds of updates.
@@ -155,6 +159,7 @@ class SACConfig:
     chrono_horizon: int | None = None
     init_log_alpha: float = 1.0
     target_entropy: float | None = None
+    tune_alpha: bool = True
     random_steps: int = 10_000
     update_after: int = 1_000
     update_every: int = 50
@@ -208,6 +213,8 @@ class SACConfig:
             raise ValueError(f"clip_grad_norm must be positive (or None: off), got {self.clip_grad_norm}")
         if not np.isfinite(self.init_log_alpha):
             raise ValueError(f"init_log_alpha must be a finite number, got {self.init_log_alpha}")
+        if self.target_entropy is not None and not np.isfinite(self.target_entropy):
+            raise ValueError(f"target_entropy must be a finite number (or None: -action_dim), got {self.target_entropy}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "SACConfig":
@@ -740,7 +747,10 @@ class SAC:
             frozen = {name: p.detach() for name, p in (q_params or dict(q.named_parameters())).items()}
             q_pi.append(q.values(feats.detach(), action_pi, task, params=frozen))
         actor_loss = masked_mean(alpha * logp_pi - torch.minimum(*q_pi), mask)
-        alpha_loss = -masked_mean(log_alpha * (logp_pi.detach() + self.target_entropy), mask)
+        if cfg.tune_alpha:
+            alpha_loss = -masked_mean(log_alpha * (logp_pi.detach() + self.target_entropy), mask)
+        else:  # a fixed temperature: log_alpha gets no gradient, Adam leaves it alone
+            alpha_loss = torch.zeros((), device=self.device)
         loss = critic_loss + actor_loss + alpha_loss
         protection_loss = None
         if include_protection and self._hooks["loss"]:
