@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -66,20 +66,26 @@ class Args:
     """Memory task specs."""
     trunks: tuple[str, ...] = ("gru", "mingru", "mlp")
     """Trunks on the memory tasks (the MLP is the memoryless control)."""
-    memory_steps: int = 30_000
-    """Training steps on each memory task."""
-    gradient_steps: int = 10
-    """Updates per 50 env steps (CW: 50). The budget knob that makes long runs affordable here."""
+    memory_steps: tuple[int, ...] = (500_000, 60_000)
+    """Training steps on each memory task (one value, or one per task)."""
+    memory_gradient_steps: tuple[int, ...] = (3, 10)
+    """Updates per 50 env steps on each memory task (CW: 50). A task with one graded answer per episode needs
+    many episodes more than many updates: repeat-first sees each of its episodes about 12 times at 3."""
     init_log_alpha: float = -3.0
-    """Initial log entropy coefficient (CW: 1.0, far too much exploration for one graded step an episode)."""
+    """Log entropy coefficient on the memory tasks (CW: 1.0, far too much exploration for one graded step an episode)."""
+    tune_alpha: bool = False
+    """Tune the coefficient on the memory tasks (CW: yes). Off by default: with one graded step among 100 free
+    ones, the tuned coefficient fell to ~1e-4 before the answer was learned (see the README)."""
     rnn_size: int = 64
     """Width of the recurrent cells."""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """Hidden layers of the bodies on the memory tasks."""
     metaworld_memory_task: str = "reach-v3(visible_steps=1)"
     """Meta-World task that needs memory."""
-    metaworld_memory_steps: int = 30_000
+    metaworld_memory_steps: int = 100_000
     """Training steps of each agent on it."""
+    metaworld_memory_gradient_steps: int = 10
+    """Updates per 50 env steps of both agents on it (CW: 50)."""
     metaworld_task: str = "reach-v3"
     """Meta-World task for the CW MLP agent (part metaworld)."""
     metaworld_steps: int = 30_000
@@ -176,14 +182,52 @@ def show(row: dict) -> None:
           f"best {row['best']:.2f}   mean {row['mean']:.2f}   curve {row['curve']}", flush=True)
 
 
-def base_args(task: str, agent: str, steps: int, out: Path, args: Args, eval_every: int) -> TrainArgs:
+def memory_args(agent: str, task: str, steps: int, out: Path, *, seed: int = 0, device: str = "cpu",
+                gradient_steps: int = 10, init_log_alpha: float = -3.0, tune_alpha: bool = False, rnn_size: int = 64,
+                hidden_sizes: tuple[int, ...] = (64, 64)) -> TrainArgs:
+    """A memory-task run: the agent's default replay windows; only sizes, budget, update ratio and entropy set."""
     return TrainArgs(
-        scenario="contenv/Sequence-v0", tasks=(task,), steps_per_task=steps, agent=agent, seed=args.seed,
-        device=args.device, random_steps=1_000, update_after=1_000, gradient_steps=args.gradient_steps,
-        init_log_alpha=args.init_log_alpha, eval_every=eval_every, eval_episodes=50, eval_deterministic_episodes=1,
-        checkpoint_every=10**9, progress_bar=False,
-        run_dir=out / f"{task}_{agent}".replace("(", "_").replace(")", "").replace("=", "").replace(",", "_"),
-    )
+        scenario="contenv/Sequence-v0", tasks=(task,), steps_per_task=steps, agent=agent, seed=seed, device=device,
+        random_steps=1_000, update_after=1_000, gradient_steps=gradient_steps, init_log_alpha=init_log_alpha,
+        tune_alpha=tune_alpha, rnn_size=rnn_size, hidden_sizes=hidden_sizes, eval_every=max(1, steps // 10),
+        eval_episodes=50, eval_deterministic_episodes=1, checkpoint_every=10**9, progress_bar=False,
+        run_dir=out / _dir_name(task, agent))
+
+
+def metaworld_memory_args(agent: str, task: str, steps: int, out: Path, *, seed: int = 0, device: str = "cpu",
+                          gradient_steps: int = 10) -> TrainArgs:
+    """The Meta-World memory comparison: both agents at their default sizes and CW's entropy settings."""
+    return TrainArgs(
+        scenario="contenv/Sequence-v0", tasks=(task,), steps_per_task=steps, agent=agent, seed=seed, device=device,
+        random_steps=2_000, update_after=1_000, gradient_steps=gradient_steps, eval_every=max(1, steps // 10),
+        eval_episodes=20, eval_deterministic_episodes=1, checkpoint_every=10**9, progress_bar=False,
+        run_dir=out / _dir_name(task, agent))
+
+
+def metaworld_args(task: str, steps: int, out: Path, *, seed: int = 0, device: str = "cpu") -> TrainArgs:
+    """Continual World's MLP agent and hyperparameters (the TrainArgs defaults); only budget and eval cadence shrink."""
+    return TrainArgs(scenario="contenv/Sequence-v0", tasks=(task,), steps_per_task=steps, agent="mlp", seed=seed,
+                     device=device, eval_every=2_500, eval_episodes=10, checkpoint_every=10**9, progress_bar=False,
+                     run_dir=out / "metaworld_mlp")
+
+
+def _dir_name(task: str, agent: str) -> str:
+    return f"{task}_{agent}".replace("(", "_").replace(")", "").replace("=", "").replace(",", "_")
+
+
+def per_task(name: str, values: tuple[int, ...], tasks: tuple[str, ...]) -> tuple[int, ...]:
+    """One value for every task, or one per task in order.
+
+    Example:
+        >>> per_task("memory_steps", (500,), ("a", "b")), per_task("memory_steps", (5, 6), ("a", "b"))
+        ((500, 500), (5, 6))
+    """
+    if len(values) == 1:
+        return values * len(tasks)
+    if len(values) != len(tasks):
+        raise SystemExit(f"--{name.replace('_', '-')} takes one value or one per memory task ({len(tasks)}: "
+                         f"{' '.join(tasks)}), got {len(values)}: {' '.join(map(str, values))}")
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,23 +242,22 @@ def main(argv: list[str] | None = None) -> int:
         supervised_memory(args.supervised_iterations, args.supervised_seeds)
     jobs: list[tuple[str, str, str, TrainArgs]] = []  # (part, task, agent, run args)
     if "memory" in args.parts:
-        for task in args.memory_tasks:
+        steps = per_task("memory_steps", args.memory_steps, args.memory_tasks)
+        ratios = per_task("memory_gradient_steps", args.memory_gradient_steps, args.memory_tasks)
+        for task, task_steps, ratio in zip(args.memory_tasks, steps, ratios):
             for agent in args.trunks:
-                run_args = base_args(task, agent, args.memory_steps, out, args, eval_every=args.memory_steps // 10)
-                jobs.append(("memory", task, agent, replace(run_args, rnn_size=args.rnn_size,
-                                                            hidden_sizes=args.hidden_sizes)))
+                jobs.append(("memory", task, agent, memory_args(
+                    agent, task, task_steps, out, seed=args.seed, device=args.device, gradient_steps=ratio,
+                    init_log_alpha=args.init_log_alpha, tune_alpha=args.tune_alpha, rnn_size=args.rnn_size,
+                    hidden_sizes=args.hidden_sizes)))
     if "metaworld-memory" in args.parts:
         for agent in ("gru", "mlp"):
-            run_args = base_args(args.metaworld_memory_task, agent, args.metaworld_memory_steps, out, args,
-                                 eval_every=args.metaworld_memory_steps // 10)
-            jobs.append(("metaworld-memory", args.metaworld_memory_task, agent,
-                         replace(run_args, eval_episodes=20, init_log_alpha=1.0)))
+            jobs.append(("metaworld-memory", args.metaworld_memory_task, agent, metaworld_memory_args(
+                agent, args.metaworld_memory_task, args.metaworld_memory_steps, out, seed=args.seed,
+                device=args.device, gradient_steps=args.metaworld_memory_gradient_steps)))
     if "metaworld" in args.parts:
-        # Continual World's agent and hyperparameters (the TrainArgs defaults); only the budget and eval cadence shrink.
-        jobs.append(("metaworld", args.metaworld_task, "mlp", TrainArgs(
-            scenario="contenv/Sequence-v0", tasks=(args.metaworld_task,), steps_per_task=args.metaworld_steps,
-            agent="mlp", seed=args.seed, device=args.device, eval_every=2_500, eval_episodes=10,
-            checkpoint_every=10**9, run_dir=out / "metaworld_mlp", progress_bar=False)))
+        jobs.append(("metaworld", args.metaworld_task, "mlp", metaworld_args(
+            args.metaworld_task, args.metaworld_steps, out, seed=args.seed, device=args.device)))
     with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
         futures = [(part, task, agent, pool.submit(run, f"{agent:6s} {task}", run_args))
                    for part, task, agent, run_args in jobs]

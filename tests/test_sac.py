@@ -236,6 +236,27 @@ def test_old_configs_and_bad_optimizer_resets():
         SACConfig(optimizer_reset="zero")
 
 
+@pytest.mark.parametrize("trunk", ["mlp", "gru"])
+def test_a_fixed_temperature_stays_where_a_tuned_one_moves(trunk):
+    """--no-tune-alpha is SAC v1's fixed temperature: exp(init_log_alpha) through every update."""
+    runs = {}
+    for tune in (True, False):
+        config = SACConfig(**TINY, trunk=trunk, random_steps=10, update_after=10, update_every=5, init_log_alpha=-3.0,
+                           tune_alpha=tune)
+        agent = SAC(memory_env(), config, seed=0)
+        agent.learn(40)
+        runs[tune] = agent.log_alpha.detach().clone()
+    assert torch.equal(runs[False], torch.full_like(runs[False], -3.0))
+    assert not torch.allclose(runs[True][0], torch.tensor(-3.0))
+
+
+def test_a_non_finite_target_entropy_is_refused():
+    with pytest.raises(ValueError, match="target_entropy must be a finite number"):
+        SACConfig(target_entropy=float("nan"))
+    agent = SAC(memory_env(), SACConfig(**TINY, trunk="gru", target_entropy=1.5), seed=0)
+    assert agent.target_entropy == 1.5 and SAC(memory_env(), SACConfig(**TINY), seed=0).target_entropy == -4.0
+
+
 def test_only_true_terminations_stop_bootstrapping():
     env = gym.make("contenv/Sequence-v0", tasks=["reach-v3", "push-v3"], steps_per_task=25, horizon=10)
     agent = SAC(env, SACConfig(random_steps=50, update_after=100, replay_size=100, **TINY), seed=0)

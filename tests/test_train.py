@@ -171,7 +171,7 @@ def test_options_added_later_are_recorded_only_when_set_so_older_runs_still_resu
 
     args = tiny_args("unused")
     config = run_config(args, make_scenario(args))
-    assert not {"multitask", "task_in_trunk", "reset_optimizer"} & set(config)  # as configs written before them
+    assert not {"multitask", "task_in_trunk", "reset_optimizer", "target_entropy", "tune_alpha"} & set(config)
     changed = tiny_args("unused", task_in_trunk=True, reset_optimizer=False)
     config = run_config(changed, make_scenario(changed))
     assert (config["task_in_trunk"], config["reset_optimizer"]) == (True, False)
@@ -185,7 +185,7 @@ def test_a_run_written_before_body_and_rnn_layers_existed_resumes_and_a_changed_
     current = run_config(args, make_scenario(args))
     assert (current["sac"]["body"], current["sac"]["rnn_layers"]) == ("cw", 1) and "body" not in current
     older = json.loads(json.dumps(current))
-    del older["sac"]["body"], older["sac"]["rnn_layers"]  # what config.json held before they existed
+    del older["sac"]["body"], older["sac"]["rnn_layers"], older["sac"]["tune_alpha"]  # as before they existed
     assert config_differences(older, current) == []
     relu = tiny_args("unused", agent="gru", body="relu")
     assert config_differences(older, run_config(relu, make_scenario(relu))) == [
