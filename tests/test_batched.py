@@ -126,6 +126,14 @@ def test_each_seed_of_a_batched_run_reproduces_its_single_seed_run(trunk):
     assert not torch.allclose(params[3], params[4])  # seeds are independent
 
 
+def test_a_batched_run_keeps_a_fixed_temperature_fixed():
+    config = tiny_config("gru", tune_alpha=False, init_log_alpha=-2.0)
+    trainer = BatchedSAC([tiny_env(), tiny_env()], config, seeds=[0, 1])
+    trainer.learn(60)
+    assert all(agent.num_updates > 0 for agent in trainer.agents)
+    for agent in trainer.agents:
+        assert torch.equal(agent.log_alpha.detach(), torch.full_like(agent.log_alpha.detach(), -2.0))
+
 def test_noise_shapes_cover_the_recurrent_and_transition_losses():
     assert noise_shapes(False, 8, 1, 4) == [(8, 1, 4), (8, 1, 4)]
     assert noise_shapes(True, 8, 5, 4) == [(8, 6, 4)]
