@@ -396,6 +396,28 @@ def _bench_module():
     return module
 
 
+def test_the_learning_benchmark_never_touches_the_replay_window_settings(tmp_path):
+    """Issue #10 item 5: budget, sizes and entropy may be set per run; windows, burn-in and batch may not."""
+    bench = _bench_module()
+    defaults = _window_defaults()
+    for task in bench.MEMORY_SETTINGS:
+        for trunk in ("gru", "mingru", "mlp"):
+            settings = bench.memory_settings(task, trunk)
+            args = bench.memory_args(trunk, task, settings.pop("steps"), tmp_path, **settings)
+            assert (args.seq_len, args.burn_in, args.batch_size) == defaults, (task, trunk)
+            assert args.sac_config().seq_len == 200 and args.sac_config().burn_in is None
+    assert bench.memory_settings("tmaze(L=100)", "mlp") == bench.memory_settings("tmaze(L=100)", "gru")
+    with pytest.raises(SystemExit, match="known: repeat-first"):
+        bench.memory_settings("copy(p=9)", "gru")
+
+
+def _window_defaults():
+    from agents.run import TrainArgs
+
+    args = TrainArgs()
+    return args.seq_len, args.burn_in, args.batch_size
+
+
 @pytest.mark.slow
 def test_gru_solves_repeat_first_where_the_mlp_stays_at_chance(tmp_path):
     bench = _bench_module()
