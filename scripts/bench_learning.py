@@ -196,22 +196,23 @@ def memory_args(agent: str, task: str, steps: int, out: Path, *, seed: int = 0, 
                 gradient_steps: int = 10, init_log_alpha: float = -3.0, tune_alpha: bool = True, rnn_size: int = 64,
                 hidden_sizes: tuple[int, ...] = (64, 64)) -> TrainArgs:
     """A memory-task run: the agent's default replay windows; only sizes, budget, update ratio and entropy set."""
-    return TrainArgs(
-        scenario="contenv/Sequence-v0", tasks=(task,), steps_per_task=steps, agent=agent, seed=seed, device=device,
-        random_steps=1_000, update_after=1_000, gradient_steps=gradient_steps, init_log_alpha=init_log_alpha,
-        tune_alpha=tune_alpha, rnn_size=rnn_size, hidden_sizes=hidden_sizes, eval_every=max(1, steps // 10),
-        eval_episodes=50, eval_deterministic_episodes=1, checkpoint_every=10**9, progress_bar=False,
-        run_dir=out / _dir_name(task, agent))
+    return _one_task_args(agent, task, steps, out, seed, device, random_steps=1_000, eval_episodes=50,
+                          gradient_steps=gradient_steps, init_log_alpha=init_log_alpha, tune_alpha=tune_alpha,
+                          rnn_size=rnn_size, hidden_sizes=hidden_sizes)
 
 
 def metaworld_memory_args(agent: str, task: str, steps: int, out: Path, *, seed: int = 0, device: str = "cpu",
                           gradient_steps: int = 10) -> TrainArgs:
     """The Meta-World memory comparison: both agents at their default sizes and CW's entropy settings."""
-    return TrainArgs(
-        scenario="contenv/Sequence-v0", tasks=(task,), steps_per_task=steps, agent=agent, seed=seed, device=device,
-        random_steps=2_000, update_after=1_000, gradient_steps=gradient_steps, eval_every=max(1, steps // 10),
-        eval_episodes=20, eval_deterministic_episodes=1, checkpoint_every=10**9, progress_bar=False,
-        run_dir=out / _dir_name(task, agent))
+    return _one_task_args(agent, task, steps, out, seed, device, random_steps=2_000, eval_episodes=20,
+                          gradient_steps=gradient_steps)
+
+
+def _one_task_args(agent: str, task: str, steps: int, out: Path, seed: int, device: str, **settings) -> TrainArgs:
+    """One task, ten eval points, no checkpoints; ``settings`` are the run's own."""
+    return TrainArgs(scenario="contenv/Sequence-v0", tasks=(task,), steps_per_task=steps, agent=agent, seed=seed,
+                     device=device, update_after=1_000, eval_every=max(1, steps // 10), eval_deterministic_episodes=1,
+                     checkpoint_every=10**9, progress_bar=False, run_dir=out / _dir_name(task, agent), **settings)
 
 
 def metaworld_args(task: str, steps: int, out: Path, *, seed: int = 0, device: str = "cpu") -> TrainArgs:
