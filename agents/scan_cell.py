@@ -18,20 +18,23 @@ no Python loop over time and no recurrent weight (so no ``weight_hh``).
 Three ways over time compute the same ``h`` (``MinGRUCell(..., scan=...)``); both scans are
 tested against the Python loop :meth:`MinGRUCell.run_sequential` for outputs and gradients.
 
-``scan="linear"`` (default): a Hillis-Steele prefix scan over the affine maps
-``h -> a_t * h + b_t`` (Blelloch 1990, "Prefix sums and their applications"; used for linear
-RNNs by Martin & Cundy 2018, arXiv 1709.04057), blocked (:func:`linear_scan`). It is the
-default, not the paper's log-space scan, because it was more accurate and faster here. With
-``a_t`` in ``[0, 1]`` nothing is divided or exponentiated and a reset is an exact ``a_t = 0``.
-Against a float64 loop its float32 error equalled the float32 loop's (at most 4.4e-7 of the
-largest entry, outputs and gradients, T = 200 and 1000, with and without resets), where the
-log scan's was up to 4.3e-5 (1.3e-3 with saturated gates, logits of +-60). Fwd+bwd of the
-cell, one CPU thread on a shared machine under heavy load (median of 22, interleaved): at
-B=4, T=200, 256 units, 48 inputs, linear 32.8 ms, log 127.3 ms, loop 47.7 ms, GRU
-:class:`~agents.networks.RecurrentCell` 205.1 ms (``torch.logcumsumexp`` and its backward
-are serial loops on CPU). At B=128, T=32 the loop was fastest on CPU: 114.4 ms against
-164.1 ms for the linear scan, which makes several passes over ``[B, T, size]`` tensors that
-leave the cache (log 601.7, GRU 294.8); hence ``scan="loop"``. On a GPU the scans are the
+``scan="linear"`` (default): a two-level prefix scan over the affine maps ``h -> a_t * h + b_t``
+(Blelloch 1990, "Prefix sums and their applications", the scan with fewer processors than
+elements; used for linear RNNs by Martin & Cundy 2018, arXiv 1709.04057): see
+:func:`linear_scan_values`. It is the default, not the paper's log-space scan, because it is
+more accurate and faster here. With ``a_t`` in ``[0, 1]`` nothing is divided or
+exponentiated and a reset is an exact ``a_t = 0``. Against a float64 loop its float32 error
+is the float32 loop's: 1.04e-7 against 1.11e-7 of the largest entry at T = 200, 1.07e-7
+against 1.64e-7 at T = 1000 (outputs and gradients, a reset every 97 steps, ``a, b`` uniform
+in [0, 1]). The log scan's was up to 4.3e-5 (1.3e-3 with saturated gates, logits of +-60).
+
+Fwd+bwd of one cell over ``[B, T, 48]`` (256 units, one CPU thread, idle 2-core machine,
+median of 20; ``scripts/bench_trunks.py`` times the same call): B=4, T=200: linear 6.24 ms,
+log 33.52, loop 11.02; B=10, T=200 (the SAC update's five cells of two windows): linear
+15.32, log 80.18, loop 20.63; B=128, T=32: linear 34.62, log 147.88, loop 28.05. The
+Hillis-Steele form it replaced took 8.69, 22.71 and 50.03 ms, timed right after (several full
+passes with padded copies per round). ``torch.logcumsumexp`` and its backward are serial
+loops on CPU; at large batches the loop wins (``scan="loop"``). On a GPU the scans are the
 point.
 
 ``scan="log"``: the paper's log-space scan (its appendix; after Heinsen 2023, "Efficient
@@ -92,6 +95,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import torch
@@ -104,8 +108,6 @@ RESET_LOG_DECAY = 60.0
 """``-log a_t`` used at a reset step ``t > 0`` in place of ``inf`` (see the module docstring)."""
 SCAN_CHUNK = 32
 """Steps per chunk of the log-space scan; bounds ``|L|`` and so the float32 rounding (module docstring)."""
-LINEAR_CHUNK = 8
-"""Steps per block of the linear scan (fewest passes over the data in the CPU timings)."""
 
 
 def g(v: Tensor) -> Tensor:
@@ -150,7 +152,7 @@ def log_space_scan(log_a: Tensor, log_b: Tensor, h0: Tensor, chunk: int = SCAN_C
     return h.reshape(batch, count * size, width)[:, :steps]
 
 
-def linear_scan(a: Tensor, b: Tensor, h0: Tensor, chunk: int = LINEAR_CHUNK) -> Tensor:
+def linear_scan(a: Tensor, b: Tensor, h0: Tensor, chunk: int | None = None) -> Tensor:
     """All ``h_t = a_t * h_{t-1} + b_t`` (``[B, T, H]``, ``h0 [B, H]``), with a scan backward too.
 
     The values come from :func:`linear_scan_values`. The gradient is itself a linear
@@ -186,44 +188,38 @@ class _LinearScan(torch.autograd.Function):
         return grad_b * h_prev, grad_b, a[:, 0] * grad_b[:, 0], None
 
 
-def linear_scan_values(a: Tensor, b: Tensor, h0: Tensor, chunk: int = LINEAR_CHUNK) -> Tensor:
-    """All ``h_t = a_t * h_{t-1} + b_t`` (``[B, T, H]``, ``h0 [B, H]``) by a Hillis-Steele scan.
+def linear_scan_values(a: Tensor, b: Tensor, h0: Tensor, chunk: int | None = None) -> Tensor:
+    """All ``h_t = a_t * h_{t-1} + b_t`` (``[B, T, H]``, ``h0 [B, H]``) by a two-level scan.
 
-    In round ``d = 1, 2, 4, ...`` every step ``t >= d`` composes its affine map with the one
-    ``d`` steps earlier (``b_t += a_t * b_{t-d}``, ``a_t *= a_{t-d}``). Only products and sums
-    of the gates, so ``a_t = 0`` (a reset) is exact. Blocked to save work (a plain
-    Hillis-Steele scan does ``log2 T`` full passes): the scan runs within blocks of ``chunk``
-    steps from a zero state, then over the blocks' end maps (``T / chunk`` of them) for the
-    state entering each block, then ``h = b_inner + a_inner * entering``.
+    The time axis is cut into blocks of ``chunk`` steps (default ``ceil(sqrt(T))``, which
+    makes the two loops below equally long). First every block composes its maps from a zero
+    state, one step at a time but all blocks at once (``b_t += a_t * b_{t-1}``,
+    ``a_t *= a_{t-1}`` within the block); then the state entering each block runs over the
+    blocks' end maps; then ``h = b_inner + a_inner * entering``. This is Blelloch's scan for
+    fewer processors than elements (Blelloch 1990, "Prefix sums and their applications",
+    its scan for p processors): about ``2 sqrt(T)`` small steps instead of ``T``, each step's work done
+    once (a Hillis-Steele scan repeats it ``log2`` times), and the products are those of the
+    sequential loop, so ``a_t = 0`` (a reset) is exact.
     """
     batch, steps, width = a.shape
-    size = min(steps, chunk)
+    size = max(1, min(steps, chunk if chunk is not None else math.ceil(math.sqrt(steps))))
     count = -(-steps // size)
     if count * size != steps:  # the scan is causal: padding at the end changes no real step
         pad = (0, 0, 0, count * size - steps)
         a, b = F.pad(a, pad), F.pad(b, pad)
-    a, b = _hillis_steele(a.reshape(batch, count, size, width), b.reshape(batch, count, size, width), dim=2)
-    if count == 1:
-        entering = h0.unsqueeze(1)
     else:
-        ends = torch.cat([torch.addcmul(b[:, :1, -1], a[:, :1, -1], h0.unsqueeze(1)), b[:, 1:, -1]], dim=1)
-        ends = _hillis_steele(a[:, :, -1], ends, dim=1)[1]  # the state at each block's end
-        entering = torch.cat([h0.unsqueeze(1), ends[:, :-1]], dim=1)
-    h = torch.addcmul(b, a, entering.unsqueeze(2))
-    return h.reshape(batch, count * size, width)[:, :steps]
-
-
-def _hillis_steele(a: Tensor, b: Tensor, dim: int) -> tuple[Tensor, Tensor]:
-    """Inclusive scan of the maps ``h -> a * h + b`` along ``dim`` (of a 3- or 4-dim tensor)."""
-    steps, shift = a.shape[dim], 1
-    while shift < steps:
-        pad = (0, 0, shift, 0)  # pad ``dim`` (the second-to-last axis) at the front
-        earlier_a = F.pad(a.narrow(dim, 0, steps - shift), pad, value=1.0)
-        earlier_b = F.pad(b.narrow(dim, 0, steps - shift), pad)
-        b = torch.addcmul(b, a, earlier_b)
-        a = a * earlier_a
-        shift *= 2
-    return a, b
+        a, b = a.clone(), b.clone()  # updated in place below; the caller's tensors stay as they were
+    a, b = a.view(batch, count, size, width), b.view(batch, count, size, width)
+    for t in range(1, size):  # within every block at once
+        b[:, :, t].addcmul_(a[:, :, t], b[:, :, t - 1])
+        a[:, :, t].mul_(a[:, :, t - 1])
+    entering, state = [], h0
+    for block in range(count):  # across blocks
+        entering.append(state)
+        if block + 1 < count:
+            state = torch.addcmul(b[:, block, -1], a[:, block, -1], state)
+    h = torch.addcmul(b, a, torch.stack(entering, dim=1).unsqueeze(2))
+    return h.view(batch, count * size, width)[:, :steps]
 
 
 SCANS = ("linear", "log", "loop")
