@@ -211,7 +211,7 @@ def linear_scan_values(a: Tensor, b: Tensor, h0: Tensor, chunk: int | None = Non
         a, b = a.clone(), b.clone()  # updated in place below; the caller's tensors stay as they were
     a, b = a.view(batch, count, size, width), b.view(batch, count, size, width)
     for t in range(1, size):  # within every block at once
-        b[:, :, t].addcmul_(a[:, :, t], b[:, :, t - 1])
+        b[:, :, t] += a[:, :, t] * b[:, :, t - 1]  # not addcmul_: vmap has no batching rule for it
         a[:, :, t].mul_(a[:, :, t - 1])
     entering, state = [], h0
     for block in range(count):  # across blocks
