@@ -10,8 +10,10 @@ windows of up to 200 steps, 2 windows per update, GRU 128, 2 x 256 heads; see
 ``agents.sac.SACConfig``) against the MLP agent with its defaults, on the same task, with
 the same update ratio. Then the parallel-scan trunk against the GRU with windows of 32
 and of 200 steps. Every agent is first run past its random phase, then all are timed in
-interleaved chunks, so load changes on a shared machine hit them alike. The last line is
-``ratio_gru_vs_mlp: X``.
+interleaved chunks, so load changes on a shared machine hit them alike. Each agent's
+matrix-product GFLOP per update is counted too (``work_ratio_mlp_vs_mingru``: the MLP's over
+the minGRU's, the throughput ratio the minGRU would have if both ran at the same arithmetic
+speed). The last line is ``ratio_gru_vs_mlp: X``.
 
     python scripts/bench_throughput.py [--chunks 4] [--chunk-steps 500] [--device cpu]
     python scripts/bench_throughput.py --recurrent [--trunks gru lstm mingru] [--device cuda]
@@ -59,6 +61,15 @@ def timed(learn, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def matmul_gflop_per_update(agent, updates: int = 50) -> float:
+    """Matrix-product GFLOP of one update (``updates`` env steps at one update per step)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        agent.learn(updates)
+    return counter.get_total_flops() / updates / 1e9
+
+
 def interleaved(learners: dict, args: argparse.Namespace) -> dict[str, float]:
     """Median env steps/s of each learner over interleaved chunks."""
     speeds: dict[str, list[float]] = {name: [] for name in learners}
@@ -89,15 +100,21 @@ def compare_recurrent(args: argparse.Namespace) -> None:
     for agent in agents.values():
         agent.learn(args.warmup + 50)
     speed = interleaved({name: agent.learn for name, agent in agents.items()}, args)
+    work = {name: matmul_gflop_per_update(agent) for name, agent in agents.items()}
     print(f"median of {args.chunks} interleaved chunks of {args.chunk_steps} steps, default settings per trunk:")
     for name, agent in agents.items():
         cfg = agent.config
         shape = "128 transitions" if cfg.trunk == "mlp" else f"{cfg.batch_size} windows <= {cfg.seq_len} steps"
-        print(f"  {name:12s} {speed[name]:7.1f} steps/s   {shape}, hidden {list(cfg.hidden_sizes)}"
-              + ("" if cfg.trunk == "mlp" else f", cell {cfg.rnn_size}"))
+        print(f"  {name:12s} {speed[name]:7.1f} steps/s   {work[name]:6.3f} GFLOP/update   {shape}, "
+              f"hidden {list(cfg.hidden_sizes)}" + ("" if cfg.trunk == "mlp" else f", cell {cfg.rnn_size}"))
+    print("  (GFLOP/update: matrix products counted by torch's FlopCounterMode; products inside a fused kernel,\n"
+          "   the LSTM's oneDNN call and the GRU's TorchScript recurrence, are not seen, so theirs are too low)")
     for trunk in args.trunks:
         if trunk != "gru":
             print(f"ratio_{trunk}_vs_mlp: {speed[trunk] / speed['mlp']:.2f}")
+    if "mingru" in args.trunks:  # every product of the minGRU update is visible to the counter
+        print(f"work_ratio_mlp_vs_mingru: {work['mlp'] / work['mingru']:.2f} "
+              "(the throughput ratio at equal arithmetic speed)")
     if scan and "gru" in args.trunks:
         print(f"ratio_{scan}_vs_gru at T=32: {speed[f'{scan} T=32'] / speed['gru T=32']:.2f}")
         print(f"ratio_{scan}_vs_gru at T=200: {speed[scan] / speed['gru']:.2f}")
