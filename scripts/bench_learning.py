@@ -17,7 +17,9 @@ Parts (``--parts``):
    windows per update, starting states from the episode start); the budget, update ratio,
    sizes and entropy settings of each (task, trunk) are the rows of ``MEMORY_SETTINGS``.
 4. ``metaworld-memory``: ``reach-v3(visible_steps=1)``, the goal shown only in the first
-   step of a 200-step episode. The GRU agent must beat the MLP agent at the same budget.
+   step of a 200-step episode. The GRU agent must beat the MLP agent at the same budget:
+   its success over the whole run, averaged over ``--metaworld-memory-seeds``, must exceed the
+   MLP's by more than 0.1.
 5. ``metaworld``: the Continual World MLP agent (CW hyperparameters) on ``reach-v3``.
 
 Every run goes through the training script's code (``agents.run.train``) into a run
@@ -29,7 +31,7 @@ Example:
     python scripts/bench_learning.py --parts supervised
     python scripts/bench_learning.py --parts memory --workers 2
     python scripts/bench_learning.py --parts memory --memory-tasks "tmaze(L=100)" --trunks gru mlp
-    python scripts/bench_learning.py --parts metaworld-memory --workers 2
+    python scripts/bench_learning.py --parts metaworld-memory --workers 2 --metaworld-memory-seeds 0 1
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ class Args:
     """Training steps of each agent on it."""
     metaworld_memory_gradient_steps: int = 10
     """Updates per 50 env steps of both agents on it (CW: 50)."""
+    metaworld_memory_seeds: tuple[int, ...] = (0, 1)
+    """Seeds of each agent on it; the claim compares the agents' success averaged over seeds."""
     metaworld_task: str = "reach-v3"
     """Meta-World task for the CW MLP agent (part metaworld)."""
     metaworld_steps: int = 30_000
@@ -187,6 +191,17 @@ def run(name: str, args: TrainArgs) -> dict:
                 curve_steps=[int(s) for s in result.steps])
 
 
+def seed_average(rows: list[dict]) -> tuple[float, list[float]]:
+    """Mean success over the runs' whole curves, and the curve averaged point by point.
+
+    Example:
+        >>> seed_average([dict(mean=0.2, curve=[0.0, 0.4]), dict(mean=0.4, curve=[0.2, 0.6])])
+        (0.30000000000000004, [0.1, 0.5])
+    """
+    curves = list(zip(*(row["curve"] for row in rows)))
+    return sum(row["mean"] for row in rows) / len(rows), [round(sum(c) / len(c), 2) for c in curves]
+
+
 def show(row: dict) -> None:
     print(f"{row['name']:40s} {row['steps']:>7} steps {row['seconds']:7.0f} s   final {row['final']:.2f}   "
           f"best {row['best']:.2f}   mean {row['mean']:.2f}   curve {row['curve']}", flush=True)
@@ -261,15 +276,15 @@ def main(argv: list[str] | None = None) -> int:
                 jobs.append(("memory", task, agent, memory_args(agent, task, steps, out, seed=args.seed,
                                                                 device=args.device, **settings)))
     if "metaworld-memory" in args.parts:
-        for agent in ("gru", "mlp"):
+        for seed, agent in itertools.product(args.metaworld_memory_seeds, ("gru", "mlp")):
             jobs.append(("metaworld-memory", args.metaworld_memory_task, agent, metaworld_memory_args(
-                agent, args.metaworld_memory_task, args.metaworld_memory_steps, out, seed=args.seed,
+                agent, args.metaworld_memory_task, args.metaworld_memory_steps, out / f"seed{seed}", seed=seed,
                 device=args.device, gradient_steps=args.metaworld_memory_gradient_steps)))
     if "metaworld" in args.parts:
         jobs.append(("metaworld", args.metaworld_task, "mlp", metaworld_args(
             args.metaworld_task, args.metaworld_steps, out, seed=args.seed, device=args.device)))
     with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
-        futures = [(part, task, agent, pool.submit(run, f"{agent:6s} {task}", run_args))
+        futures = [(part, task, agent, pool.submit(run, f"{agent:6s} {task} seed {run_args.seed}", run_args))
                    for part, task, agent, run_args in jobs]
         rows = [(part, task, agent, future.result()) for part, task, agent, future in futures]
     for part in ("memory", "metaworld-memory", "metaworld"):
@@ -287,10 +302,13 @@ def main(argv: list[str] | None = None) -> int:
             if part == "metaworld" and row["best"] < 0.8:
                 failures.append(f"MLP on {task}: best success {row['best']:.2f} < 0.8")
         if part == "metaworld-memory":
-            by_agent = {agent: row for _, agent, row in selected}
-            if by_agent["gru"]["mean"] <= by_agent["mlp"]["mean"] + 0.1:
-                failures.append(f"GRU mean success {by_agent['gru']['mean']:.2f} does not clearly beat the MLP's "
-                                f"{by_agent['mlp']['mean']:.2f} on {args.metaworld_memory_task}")
+            mean = {agent: seed_average([row for _, a, row in selected if a == agent]) for agent in ("gru", "mlp")}
+            for agent, (value, curve) in mean.items():
+                print(f"{agent:6s} mean over {len(args.metaworld_memory_seeds)} seeds: mean success {value:.2f}   "
+                      f"curve {curve}")
+            if mean["gru"][0] <= mean["mlp"][0] + 0.1:
+                failures.append(f"GRU mean success {mean['gru'][0]:.2f} does not clearly beat the MLP's "
+                                f"{mean['mlp'][0]:.2f} on {args.metaworld_memory_task}")
     for failure in failures:
         print(f"FAILED: {failure}")
     return 1 if failures else 0
