@@ -225,8 +225,10 @@ def test_cuda_matches_cpu(scan):
 
 
 @pytest.mark.parametrize("chunk", [None, 1, 3, 8, 64])
-def test_scan_functions_directly(chunk):
-    a, b, h0 = torch.rand(2, 33, 3), torch.rand(2, 33, 3), torch.randn(2, 3)
+@pytest.mark.parametrize("seed", [0, 6])
+def test_scan_functions_directly(chunk, seed):
+    gen = torch.Generator().manual_seed(seed)
+    a, b, h0 = torch.rand(2, 33, 3, generator=gen), torch.rand(2, 33, 3, generator=gen), torch.randn(2, 3, generator=gen)
     a[0, 20] = 0.0  # a reset
     h, ref = h0, []
     for t in range(33):
@@ -235,7 +237,10 @@ def test_scan_functions_directly(chunk):
     ref = torch.stack(ref, 1)
     torch.testing.assert_close(linear_scan(a, b, h0, chunk=chunk), ref)
     a[0, 20] = torch.exp(torch.tensor(-60.0))  # the log scan's stand-in for 0
-    torch.testing.assert_close(log_space_scan(a.log(), b.log(), h0, **({} if chunk is None else {"chunk": chunk})), ref)
+    # The log scan rounds more (up to 4.3e-5 of the largest entry, agents/scan_cell.py); with torch's default
+    # float32 tolerance this check failed for about 8 % of unseeded draws (seed 6 is one: 1.4e-5 off).
+    log_h = log_space_scan(a.log(), b.log(), h0, **({} if chunk is None else {"chunk": chunk}))
+    torch.testing.assert_close(log_h, ref, rtol=0, atol=5e-5 * ref.abs().max().item())
 
 
 @pytest.mark.parametrize(
