@@ -196,10 +196,10 @@ def linear_scan_values(a: Tensor, b: Tensor, h0: Tensor, chunk: int | None = Non
     state, one step at a time but all blocks at once (``b_t += a_t * b_{t-1}``,
     ``a_t *= a_{t-1}`` within the block); then the state entering each block runs over the
     blocks' end maps; then ``h = b_inner + a_inner * entering``. This is Blelloch's scan for
-    fewer processors than elements (Blelloch 1990, "Prefix sums and their applications",
-    its scan for p processors): about ``2 sqrt(T)`` small steps instead of ``T``, each step's work done
-    once (a Hillis-Steele scan repeats it ``log2`` times), and the products are those of the
-    sequential loop, so ``a_t = 0`` (a reset) is exact.
+    fewer processors than elements (Blelloch 1990, "Prefix sums and their applications"):
+    about ``2 sqrt(T)`` small steps instead of ``T``, each step's work done once (a
+    Hillis-Steele scan repeats it ``log2`` times), and only products and sums of the gates,
+    so ``a_t = 0`` (a reset) is exact.
     """
     batch, steps, width = a.shape
     size = max(1, min(steps, chunk if chunk is not None else math.ceil(math.sqrt(steps))))
