@@ -202,14 +202,18 @@ class MLPBody(nn.Module):
         if kind == "cw":
             self.norm = nn.LayerNorm(hidden_sizes[0], eps=self.NORM_EPS)
 
-    def run(self, p: Params, prefix: str, x: Tensor) -> Tensor:
-        return self.layer_outputs(p, prefix, x)[-1]
+    def run(self, p: Params, prefix: str, x: Tensor | None, first: Tensor | None = None) -> Tensor:
+        return self.layer_outputs(p, prefix, x, first)[-1]
 
-    def layer_outputs(self, p: Params, prefix: str, x: Tensor) -> list[Tensor]:
-        """The output of every hidden layer (the units of the plasticity methods and metrics)."""
+    def layer_outputs(self, p: Params, prefix: str, x: Tensor | None, first: Tensor | None = None) -> list[Tensor]:
+        """The output of every hidden layer (the units of the plasticity methods and metrics).
+
+        ``first``: the first layer's pre-activation, given in place of ``x`` by a caller that
+        computed it in parts (:meth:`QNetwork.values`).
+        """
         out = []
         for i in range(len(self.layers)):
-            x = _linear(p, f"{prefix}layers.{i}", x)
+            x = first if i == 0 and first is not None else _linear(p, f"{prefix}layers.{i}", x)
             if self.kind == "relu":
                 x = F.relu(x)
             elif i == 0:
@@ -467,10 +471,30 @@ class QNetwork(_Trunk):
         """Per-step features ``[B, T, F]`` and the last recurrent state."""
         return self.features(own_params(self, params), obs, prev_action, prev_reward, state, reset)
 
-    def values(self, features: Tensor, action: Tensor, task: Tensor | None, params: Params | None = None) -> Tensor:
-        """``Q`` of ``action`` at each step, ``[B, T]``."""
+    def feature_part(self, features: Tensor, params: Params | None = None) -> Tensor:
+        """The first body layer's product with the features alone, ``W_f f`` (no bias).
+
+        The body reads ``[features, action]``, so its first layer is ``W_f f + W_a a + b``.
+        The SAC update values two actions at the same features (the replayed one for the
+        critic loss, the policy's for the actor loss); passing this to :meth:`values` as
+        ``feature_part`` (detached for the actor's term, whose gradient reaches only the
+        action) computes ``W_f f`` once.
+        """
+        weight = own_params(self, params)["body.layers.0.weight"]
+        return F.linear(features, weight[:, : features.shape[-1]])
+
+    def values(self, features: Tensor | None, action: Tensor, task: Tensor | None, params: Params | None = None,
+               feature_part: Tensor | None = None) -> Tensor:
+        """``Q`` of ``action`` at each step, ``[B, T]``; from ``feature_part`` (:meth:`feature_part`)
+        instead of ``features`` when it is given."""
         p = own_params(self, params)
-        x = self.body.run(p, "body.", torch.cat([features, action], dim=-1))
+        if feature_part is None:
+            x = self.body.run(p, "body.", torch.cat([features, action], dim=-1))
+        else:
+            weight = p["body.layers.0.weight"]
+            first = feature_part + F.linear(action, weight[:, weight.shape[1] - action.shape[-1]:],
+                                            p["body.layers.0.bias"])
+            x = self.body.run(p, "body.", None, first=first)
         return pick_head(_linear(p, "head", x), task, self.config.num_heads).squeeze(-1)
 
     def forward(self, obs, action, prev_action=None, prev_reward=None, task=None, state=None, reset=None, params=None):

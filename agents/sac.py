@@ -740,12 +740,12 @@ class SAC:
         critic_loss, q_pi, q_taken = 0.0, [], []
         for key, q in zip(("q1", "q2"), self.critic.critics):
             q_params = None if critic_params is None else sub_params(critic_params, key)
-            feats = encode(key, 0, steps)
-            value = q.values(feats, batch.action, task, params=q_params)
+            shared = q.feature_part(encode(key, 0, steps), params=q_params)  # W_f f, for both actions
+            value = q.values(None, batch.action, task, params=q_params, feature_part=shared)
             critic_loss = critic_loss + 0.5 * masked_mean((value - backup).square(), mask)
             q_taken.append(value)
             frozen = {name: p.detach() for name, p in (q_params or dict(q.named_parameters())).items()}
-            q_pi.append(q.values(feats.detach(), action_pi, task, params=frozen))
+            q_pi.append(q.values(None, action_pi, task, params=frozen, feature_part=shared.detach()))
         actor_loss = masked_mean(alpha * logp_pi - torch.minimum(*q_pi), mask)
         if cfg.tune_alpha:
             alpha_loss = -masked_mean(log_alpha * (logp_pi.detach() + self.target_entropy), mask)

@@ -310,6 +310,30 @@ def test_gradient_flows_to_actor_from_actor_loss_only_through_actions():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.actor.parameters())
 
 
+@pytest.mark.parametrize("trunk", ["mlp", "gru"])
+def test_critic_values_from_a_shared_feature_part_equal_the_whole_input(trunk):
+    """The update computes W_f f once for both actions (QNetwork.feature_part): same Q, same gradients as
+    the body on [features, action]; detached, the actor's term reaches only the action."""
+    agent = SAC(memory_env(), SACConfig(trunk=trunk, **TINY), seed=0)
+    q = agent.critic.q1
+    gen = torch.Generator().manual_seed(1)
+    features = torch.randn(3, 5, q.feature_dim, generator=gen, requires_grad=True)
+    action = torch.randn(3, 5, agent.spec.action_dim, generator=gen, requires_grad=True)
+    task = torch.tensor([0, 1, 1]).unsqueeze(1).expand(3, 5)
+    leaves = [features, action, *(p for name, p in q.named_parameters() if not name.startswith("cell."))]
+    whole = q.values(features, action, task)
+    parts = q.values(None, action, task, feature_part=q.feature_part(features))
+    torch.testing.assert_close(parts, whole)
+    weight = torch.randn(whole.shape, generator=gen)
+    for got, want in zip(torch.autograd.grad((parts * weight).sum(), leaves),
+                         torch.autograd.grad((whole * weight).sum(), leaves)):
+        torch.testing.assert_close(got, want)
+    frozen = {name: p.detach() for name, p in q.named_parameters()}
+    actor_term = q.values(None, action, task, params=frozen, feature_part=q.feature_part(features).detach())
+    grads = torch.autograd.grad(actor_term.sum(), leaves, allow_unused=True)
+    assert grads[0] is None and grads[1].abs().sum() > 0 and all(g is None for g in grads[2:])
+
+
 # ---------------------------------------------------------------------- verbs, save/load, bad input
 
 
