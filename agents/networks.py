@@ -54,6 +54,7 @@ from torch import Tensor, nn
 
 from agents.rnn_kernels import GRUSequence, functorch_active, fused_rnn, gru_sequence, sequence_kernel
 from agents.scan_cell import MinGRUCell, layer_param_names
+from agents.stacked import dense, is_stacked, layer_norm, members
 
 TRUNKS = ("mlp", "gru", "lstm", "mingru")
 BODIES = ("cw", "relu")
@@ -158,7 +159,7 @@ def _glorot_linear(in_features: int, out_features: int) -> nn.Linear:
 
 
 def _linear(p: Params, name: str, x: Tensor) -> Tensor:
-    return F.linear(x, p[name + ".weight"], p[name + ".bias"])
+    return dense(x, p[name + ".weight"], p[name + ".bias"])  # plain or stacked weights (agents.stacked)
 
 
 def pick_head(out: Tensor, task: Tensor | None, num_heads: int) -> Tensor:
@@ -217,8 +218,7 @@ class MLPBody(nn.Module):
             if self.kind == "relu":
                 x = F.relu(x)
             elif i == 0:
-                x = torch.tanh(F.layer_norm(x, x.shape[-1:], p[prefix + "norm.weight"], p[prefix + "norm.bias"],
-                                            self.NORM_EPS))
+                x = torch.tanh(layer_norm(x, p[prefix + "norm.weight"], p[prefix + "norm.bias"], self.NORM_EPS))
             else:
                 x = F.leaky_relu(x, LEAKY_RELU_SLOPE)
             out.append(x)
@@ -274,6 +274,8 @@ class RecurrentCell(nn.Module):
         w_hh, b_hh = p[prefix + "weight_hh"], p[prefix + "bias_hh"]
         if functorch_active(x, state, w_ih, w_hh, b_ih, b_hh):  # vmap/jacrev: no data-dependent checks
             return self.run_loop(p, prefix, x, state, reset)
+        if is_stacked(w_ih):
+            return self._run_stacked(p, prefix, x, state, reset)
         mid_reset = reset is not None and x.shape[1] > 1 and bool(reset[:, 1:].any())
         kernel = sequence_kernel(self.kind, x.device, mid_reset, x, state, w_ih, w_hh, b_ih, b_hh)
         if kernel == "loop":
@@ -285,6 +287,19 @@ class RecurrentCell(nn.Module):
             state = state * (~reset[:, 0].bool()).to(x.dtype).unsqueeze(-1)
         return fused_rnn(self.kind, x.contiguous(), state, w_ih, w_hh, b_ih, b_hh, self.size)
 
+    def _run_stacked(self, p: Params, prefix: str, x: Tensor, state: Tensor, reset: Tensor | None) -> tuple[Tensor, Tensor]:
+        """A population's cells (weights ``[K, ...]``, rows member-major): the GRU as one
+        :class:`GRUSequence` call whose members are the population's (any device: its loops
+        are TorchScript); the LSTM step by step (torch's fused LSTM takes one weight set)."""
+        if self.kind != "gru":
+            return self.run_loop(p, prefix, x, state, reset)
+        k, steps = p[prefix + "weight_ih"].shape[0], x.shape[1]
+        gates_x = dense(x, p[prefix + "weight_ih"], p[prefix + "bias_ih"]).view(k, -1, steps, 3 * self.size)
+        keep = None if reset is None else (~reset.bool()).to(x.dtype).view(k, -1, steps)
+        out, last = GRUSequence.apply(gates_x, state.view(k, -1, self.size), p[prefix + "weight_hh"],
+                                      p[prefix + "bias_hh"], keep)
+        return out.reshape(-1, steps, self.size), last.reshape(-1, self.size)
+
     def run_loop(self, p: Params, prefix: str, x: Tensor, state: Tensor | None, reset: Tensor | None) -> tuple[Tensor, Tensor]:
         """The step-by-step unroll in Python (works under every ``torch.func`` transform)."""
         batch, steps = x.shape[0], x.shape[1]
@@ -292,14 +307,14 @@ class RecurrentCell(nn.Module):
             state = x.new_zeros(batch, self.state_size)
         keep = None if reset is None else (~reset.bool()).to(x.dtype).unsqueeze(-1).unbind(1)
         # unbind, not gates_x[:, t]: indexing would backpropagate through T full-size zero tensors.
-        gates_x = F.linear(x, p[prefix + "weight_ih"], p[prefix + "bias_ih"]).unbind(1)
+        gates_x = dense(x, p[prefix + "weight_ih"], p[prefix + "bias_ih"]).unbind(1)
         w_hh, b_hh = p[prefix + "weight_hh"], p[prefix + "bias_hh"]
         step = self._gru_step if self.kind == "gru" else self._lstm_step
         outputs = []
         for t in range(steps):
             if keep is not None:
                 state = state * keep[t]
-            state, out = step(gates_x[t], F.linear(state[..., : self.size], w_hh, b_hh), state)
+            state, out = step(gates_x[t], dense(state[..., : self.size], w_hh, b_hh), state)
             outputs.append(out)
         return torch.stack(outputs, dim=1), state
 
@@ -481,7 +496,7 @@ class QNetwork(_Trunk):
         action) computes ``W_f f`` once.
         """
         weight = own_params(self, params)["body.layers.0.weight"]
-        return F.linear(features, weight[:, : features.shape[-1]])
+        return dense(features, weight[..., : features.shape[-1]])
 
     def values(self, features: Tensor | None, action: Tensor, task: Tensor | None, params: Params | None = None,
                feature_part: Tensor | None = None) -> Tensor:
@@ -492,8 +507,8 @@ class QNetwork(_Trunk):
             x = self.body.run(p, "body.", torch.cat([features, action], dim=-1))
         else:
             weight = p["body.layers.0.weight"]
-            first = feature_part + F.linear(action, weight[:, weight.shape[1] - action.shape[-1]:],
-                                            p["body.layers.0.bias"])
+            first = feature_part + dense(action, weight[..., weight.shape[-1] - action.shape[-1]:],
+                                         p["body.layers.0.bias"])
             x = self.body.run(p, "body.", None, first=first)
         return pick_head(_linear(p, "head", x), task, self.config.num_heads).squeeze(-1)
 
@@ -542,6 +557,7 @@ def shared_input_features(
     first = trunks[0][0]
     x = first.cell_inputs(obs, prev_action, prev_reward)
     same = all(t.config == first.config for t, _ in trunks)
+    k = members(params[0]["cell.weight_ih"])  # a population's members (1: a single run)
     if same and first.config.trunk == "mingru":
         weights = [w for p in params for name, w in p.items() if name.startswith("cell.")]
         if not functorch_active(x, *weights, *(s for s in states if s is not None)):
@@ -551,14 +567,20 @@ def shared_input_features(
     if stackable:
         weights = [p[f"cell.{name}"] for p in params for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
         tensors = (x, *weights, *(s for s in states if s is not None))
-        stackable = sequence_kernel("gru", x.device, False, *tensors) == "gru_function"
+        # A population's GRUs always run as members of one call (RecurrentCell._run_stacked).
+        stackable = k > 1 or is_stacked(weights[0]) or sequence_kernel("gru", x.device, False, *tensors) == "gru_function"
     if not stackable:
         return [trunk.features(p, obs, prev_action, prev_reward, s, None)[0]
                 for (trunk, _), p, s in zip(trunks, params, states)]
-    gates_x = torch.stack([F.linear(x, p["cell.weight_ih"], p["cell.bias_ih"]) for p in params])
-    h0 = torch.stack([x.new_zeros(x.shape[0], first.cell.size) if s is None else s for s in states])
-    out, _ = GRUSequence.apply(gates_x, h0, torch.stack([p["cell.weight_hh"] for p in params]),
-                               torch.stack([p["cell.bias_hh"] for p in params]), None, _leading_trained(params, states))
+    # Members of the call: (trunk, population member) pairs, trunk-major; each has x.shape[0] / k rows.
+    rows, steps, size = x.shape[0] // k, x.shape[1], first.cell.size
+    gates_x = torch.stack([dense(x, p["cell.weight_ih"], p["cell.bias_ih"]).view(k, rows, steps, -1) for p in params])
+    h0 = torch.stack([x.new_zeros(k, rows, size) if s is None else s.view(k, rows, size) for s in states])
+    w_hh = torch.stack([p["cell.weight_hh"] for p in params]).view(-1, 3 * size, size)
+    b_hh = torch.stack([p["cell.bias_hh"] for p in params]).view(-1, 3 * size)
+    out, _ = GRUSequence.apply(gates_x.flatten(0, 1), h0.flatten(0, 1), w_hh, b_hh, None,
+                               _leading_trained(params, states) * k)
+    out = out.view(len(params), k * rows, steps, size)
     return [torch.cat([member, obs], dim=-1) for member in out.unbind(0)]
 
 

@@ -74,7 +74,7 @@ def _gru_forward(gates_x: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Tensor
     outs: List[Tensor] = []
     for t in range(gates_x.shape[2]):
         if keep is not None:
-            h = h * keep[:, t].unsqueeze(-1)
+            h = h * keep[..., t].unsqueeze(-1)
         gx = gates_x[:, :, t]
         gh = torch.baddbmm(b, h, w_t)
         rz = torch.sigmoid(gx[..., : 2 * size] + gh[..., : 2 * size])
@@ -108,7 +108,7 @@ def _gru_backward(grad_out: Tensor, dh: Tensor, d_pre: Tensor, z: Tensor, weight
         d_gh = (d_pre[:, :, t] * dh.unsqueeze(-2)).flatten(-2)
         dh = torch.baddbmm(dh * z[:, :, t], d_gh, weight_hh)
         if keep is not None:
-            dh = dh * keep[:, t].unsqueeze(-1)
+            dh = dh * keep[..., t].unsqueeze(-1)
     carried.reverse()
     return torch.stack(carried, 2), dh
 
@@ -125,8 +125,9 @@ class GRUSequence(torch.autograd.Function):
       outside, so autograd handles ``W_ih`` and the inputs as one matrix product);
     - ``h0 [M, B, H]``: the initial states;
     - ``weight_hh [M, 3H, H]``, ``bias_hh [M, 3H]``: the recurrent weights;
-    - ``keep [B, T]`` or None: every member's state is multiplied by ``keep[:, t]`` before
-      step ``t`` (0 resets a row, as ``RecurrentCell.run``'s ``reset``);
+    - ``keep [B, T]`` (shared by all members) or ``[M, B, T]`` (each member's own), or None:
+      a member's state is multiplied by ``keep[..., t]`` before step ``t`` (0 resets a row,
+      as ``RecurrentCell.run``'s ``reset``);
     - ``trained`` (int or None): only the first ``trained`` members are differentiated;
       the others (the target critics, whose weights take no gradient) get zero gradients
       without their backward being computed. None: every member.

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from agents.batched_run import train_seeds
+from agents.population_run import train_seeds
 from agents.checkpoint import load_checkpoint
 from agents.protection import make_protection
 from agents.run_common import (CHECKPOINT_DIR, CHECKPOINT_FILE, RUNTIME_KEYS, RunCallback, RunError, TrainArgs,

@@ -1,8 +1,8 @@
 """What every training run shares: its arguments, their checks, the run directory and the logging callback.
 
-:mod:`agents.run` (one seed) and :mod:`agents.batched_run` (several seeds in one process) both build
+:mod:`agents.run` (one seed) and :mod:`agents.population_run` (several seeds in one process) both build
 on this module, so neither imports the other's internals: ``agents.run.train`` dispatches to
-``agents.batched_run.train_seeds`` and ``batched_run`` needs nothing from ``run``.
+``agents.population_run.train_seeds`` and ``population_run`` needs nothing from ``run``.
 """
 
 from __future__ import annotations

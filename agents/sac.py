@@ -691,6 +691,14 @@ class SAC:
         return action.view(-1).cpu().numpy()
 
     # ------------------------------------------------------------------ updates
+    def _mean(self, x: Tensor, mask: Tensor) -> Tensor:
+        """The loss terms' mean over a batch (a population takes it per member, :mod:`agents.population`)."""
+        return masked_mean(x, mask)
+
+    def _log_alpha_of(self, task: Tensor) -> Tensor:
+        """The entropy coefficient (log) of each step's task, shaped like ``task``."""
+        return self.log_alpha[task]
+
     def compute_loss(self, batch: Batch, include_protection: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
         """The summed SAC loss (critics + actor + entropy coefficients [+ protection]) of a batch.
 
@@ -725,7 +733,7 @@ class SAC:
                 mean, log_std, _ = self.actor(obs_next, task=task, params=params)
                 next_action, next_logp = squashed_sample(mean, log_std, self._noise(mean))
 
-        log_alpha = self.log_alpha[task]
+        log_alpha = self._log_alpha_of(task)
         alpha = log_alpha.detach().exp()
         def encode(name, first, last):  # per-step critic features of observations first..last
             if self.recurrent:
@@ -742,15 +750,15 @@ class SAC:
             q_params = None if critic_params is None else sub_params(critic_params, key)
             shared = q.feature_part(encode(key, 0, steps), params=q_params)  # W_f f, for both actions
             value = q.values(None, batch.action, task, params=q_params, feature_part=shared)
-            critic_loss = critic_loss + 0.5 * masked_mean((value - backup).square(), mask)
+            critic_loss = critic_loss + 0.5 * self._mean((value - backup).square(), mask)
             q_taken.append(value)
             frozen = {name: p.detach() for name, p in (q_params or dict(q.named_parameters())).items()}
             q_pi.append(q.values(None, action_pi, task, params=frozen, feature_part=shared.detach()))
-        actor_loss = masked_mean(alpha * logp_pi - torch.minimum(*q_pi), mask)
+        actor_loss = self._mean(alpha * logp_pi - torch.minimum(*q_pi), mask)
         if cfg.tune_alpha:
-            alpha_loss = -masked_mean(log_alpha * (logp_pi.detach() + self.target_entropy), mask)
+            alpha_loss = -self._mean(log_alpha * (logp_pi.detach() + self.target_entropy), mask)
         else:  # a fixed temperature: log_alpha gets no gradient, Adam leaves it alone
-            alpha_loss = torch.zeros((), device=self.device)
+            alpha_loss = torch.zeros_like(critic_loss)
         loss = critic_loss + actor_loss + alpha_loss
         protection_loss = None
         if include_protection and self._hooks["loss"]:
@@ -758,12 +766,12 @@ class SAC:
             if protection_loss is not None:
                 loss = loss + protection_loss
         metrics = {
-            "q": masked_mean(q_taken[0], mask).detach(),
+            "q": self._mean(q_taken[0], mask).detach(),
             "critic_loss": critic_loss.detach(),
             "actor_loss": actor_loss.detach(),
             "alpha_loss": alpha_loss.detach(),
-            "entropy": -masked_mean(logp_pi, mask).detach(),
-            "protection_loss": torch.zeros((), device=self.device) if protection_loss is None else protection_loss.detach(),
+            "entropy": -self._mean(logp_pi, mask).detach(),
+            "protection_loss": torch.zeros_like(critic_loss) if protection_loss is None else protection_loss.detach(),
         }
         return loss, metrics
 

@@ -102,6 +102,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from agents.stacked import dense, members
+
 Params = Mapping[str, Tensor]
 
 RESET_LOG_DECAY = 60.0
@@ -331,24 +333,29 @@ class MinGRUCell(nn.Module):
         """
         if self.scan == "loop":
             return torch.stack([self.run(p, prefix, x, s, None)[0] for p, s in zip(params, states)])
-        members, batch = len(params), x.shape[0]
+        # A population's weights are [P, 2H, in] (rows of x member-major): its P members of each
+        # cell join the call's members, P * M in all, each with x.shape[0] / P rows.
+        population = members(params[0][prefix + layer_param_names(0)[0]])
+        cells, batch, steps = len(params) * population, x.shape[0] // population, x.shape[1]
         layer_states = [self._layer_states(x, s) for s in states]
-        inputs = x.expand(members, *x.shape)
+        own_x = x.view(population, batch, steps, -1)
+        inputs = own_x.expand(len(params), *own_x.shape).flatten(0, 1)
         for layer in range(self.layers):
             weight_name, bias_name = layer_param_names(layer)
-            weight = torch.stack([p[prefix + weight_name] for p in params])  # [M, 2H, in]
+            weight = torch.stack([p[prefix + weight_name] for p in params])  # [M, (P,) 2H, in]
             bias = torch.stack([p[prefix + bias_name] for p in params])
+            weight, bias = weight.view(cells, *weight.shape[-2:]), bias.view(cells, -1)
             if layer > 0:
-                inputs = torch.cat([inputs, x.expand(members, *x.shape)], dim=-1)
+                inputs = torch.cat([inputs, own_x.expand(len(params), *own_x.shape).flatten(0, 1)], dim=-1)
             k = torch.baddbmm(bias.unsqueeze(1), inputs.flatten(1, 2), weight.transpose(1, 2))
-            k, pre = k.view(members * batch, x.shape[1], -1).chunk(2, dim=-1)
-            h0 = torch.cat([x.new_zeros(batch, self.size) if s[layer] is None else s[layer] for s in layer_states])
+            k, pre = k.view(cells * batch, steps, -1).chunk(2, dim=-1)
+            h0 = torch.cat([x.new_zeros(x.shape[0], self.size) if s[layer] is None else s[layer] for s in layer_states])
             if self.scan == "linear":
                 h = linear_scan(torch.sigmoid(-k), torch.sigmoid(k) * g(pre), h0)
             else:
                 h = log_space_scan(-F.softplus(k), -F.softplus(-k) + log_g(pre), h0)
-            inputs = h.view(members, batch, x.shape[1], self.size)
-        return inputs
+            inputs = h.view(cells, batch, steps, self.size)
+        return inputs.view(len(params), x.shape[0], steps, self.size)
 
     def _layer_states(self, x: Tensor, state: Tensor | None) -> list[Tensor | None]:
         if state is None:
@@ -399,12 +406,13 @@ class MinGRUCell(nn.Module):
         ``keep`` at t=0, bool reset."""
         weight_name, bias_name = layer_param_names(layer)
         weight, bias = p[prefix + weight_name], p[prefix + bias_name]
-        if weight.dim() != 2 or weight.shape[0] % 2 or bias.shape != weight.shape[:1]:
+        if weight.dim() not in (2, 3) or weight.shape[-2] % 2 or bias.shape != weight.shape[:-1]:
             raise ValueError(
                 f"MinGRUCell: {prefix}{weight_name} must be [2 * size, input width] and {prefix}{bias_name} "
-                f"[2 * size], got {tuple(weight.shape)} and {tuple(bias.shape)}"
+                f"[2 * size] (with a leading member axis in a population), got {tuple(weight.shape)} and "
+                f"{tuple(bias.shape)}"
             )
-        size, input_dim = weight.shape[0] // 2, weight.shape[1]
+        size, input_dim = weight.shape[-2] // 2, weight.shape[-1]
         if x.dim() != 3 or x.shape[1] < 1 or x.shape[2] != input_dim:
             raise ValueError(f"MinGRUCell: x must be [B, T >= 1, {input_dim}], got {tuple(x.shape)}")
         batch = x.shape[0]
@@ -418,4 +426,4 @@ class MinGRUCell(nn.Module):
                 raise ValueError(f"MinGRUCell: reset must be [B, T] = {tuple(x.shape[:2])} or None, got {tuple(reset.shape)}")
             reset = reset.bool()  # like RecurrentCell: any nonzero value resets
             keep_first = (~reset[:, :1]).to(x.dtype)
-        return F.linear(x, weight, bias), state, keep_first, reset
+        return dense(x, weight, bias), state, keep_first, reset

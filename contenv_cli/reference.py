@@ -33,7 +33,7 @@ from typing import Optional
 
 import tyro
 
-from agents.batched import parse_seeds
+from agents.population import parse_seeds
 from agents.checkpoint import CheckpointError
 from agents.run import TrainArgs, make_scenario, train
 from contenv.evaluation.rundir import RunLoadError, load_run

@@ -70,13 +70,13 @@ class Trial:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``"0-2,7"`` -> ``[0, 1, 2, 7]`` (:func:`agents.batched.parse_seeds`, shared by every command).
+    """``"0-2,7"`` -> ``[0, 1, 2, 7]`` (:func:`agents.population.parse_seeds`, shared by every command).
 
     Example:
         >>> parse_seeds("0-2,7")
         [0, 1, 2, 7]
     """
-    from agents.batched import parse_seeds as parse
+    from agents.population import parse_seeds as parse
 
     return parse(text)
 

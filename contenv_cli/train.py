@@ -11,7 +11,7 @@ Examples:
     contenv train --scenario contenv/CW10-v0 --agent mlp --seed 0 --run-dir runs/cw10/mlp/seed0 --resume
         # continues a killed run: the same arguments plus --resume (a different config is refused)
     contenv train --scenario contenv/CW10-v0 --agent mlp --seeds 0-9 --run-dir runs/cw10/mlp
-        # ten seeds trained together in one process (agents/batched.py), each in runs/cw10/mlp/seed<k>
+        # ten seeds trained together in one process (one population, agents/population.py), each in runs/cw10/mlp/seed<k>
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def test_train_help_lists_the_choices_of_agent_protection_and_scenario(capsys):
 
 
 def test_one_seed_syntax_everywhere():
-    from agents.batched import parse_seeds
+    from agents.population import parse_seeds
     from contenv_cli import reference, sweep, transfer_matrix
 
     assert parse_seeds("0-2,5") == sweep.parse_seeds("0-2,5") == [0, 1, 2, 5]

@@ -114,8 +114,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_graph_sees_the_known_edges():
     graph = import_graph()
     assert "contenv.evaluation.rundir" in graph["agents.run"]
-    assert "agents.run_common" in graph["agents.batched_run"]
-    assert "agents.batched_run" in graph["agents.run"]
+    assert "agents.run_common" in graph["agents.population_run"]
+    assert "agents.population_run" in graph["agents.run"]
     assert "agents.sac" not in graph["agents.plasticity"]  # only under TYPE_CHECKING
     assert "agents.sac" in import_graph(type_checking=True)["agents.plasticity"]
 
@@ -129,7 +129,7 @@ def test_no_import_cycles_at_module_level():
 
 
 def test_no_import_cycles_with_lazy_imports():
-    """Imports inside functions count too: agents.run <-> agents.batched_run was one (issue 13)."""
+    """Imports inside functions count too: agents.run <-> agents.population_run was one (issue 13)."""
     assert cycles(import_graph(lazy=True)) == []
 
 

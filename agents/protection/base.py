@@ -75,7 +75,7 @@ if TYPE_CHECKING:  # pragma: no cover
 class Agent(Protocol):
     """What a protection method may read and call of the agent it protects.
 
-    :class:`agents.sac.SAC` (and every seed of :class:`agents.batched.BatchedSAC`) is one.
+    :class:`agents.sac.SAC` (and every member of :class:`agents.population.Population`) is one.
     Methods are typed against this protocol, not against ``SAC``, so that ``agents.protection``
     does not depend on the agent that uses it (``agents.sac`` imports ``agents.protection``).
     """

@@ -1,7 +1,8 @@
-"""``scripts/train.py --seeds 0-9``: several seeds of one run trained together, one run directory each.
+"""``contenv train --seeds 0-9``: several seeds of one run trained as one population, one run directory each.
 
 :func:`train_seeds` is :func:`agents.run.train` for a seed list: the seeds train stacked in
-one :class:`~agents.batched.BatchedSAC`, and seed ``k`` writes ``<run-dir>/seed<k>`` in
+one :class:`~agents.population.Population` (any method it trains, with the run's
+``--protection-kwargs``), and seed ``k`` writes ``<run-dir>/seed<k>`` in
 exactly the format of a single-seed run (``config.json`` with its ``seed``,
 ``progress.csv``, TensorBoard events, checkpoints, ``agent_after_task_<i>.pt``), evaluated
 through the same :class:`~contenv.evaluation.Evaluator` with the seed's own policy and
@@ -31,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-from agents.batched import BatchedSAC, check_protection, parse_seeds
+from agents.population import Population, check_protection, parse_seeds
+from agents.protection import make_protection
 from agents.checkpoint import load_checkpoint
 from agents.run_common import (CHECKPOINT_DIR, CHECKPOINT_FILE, RunCallback, RunError, TrainArgs, check_args,
                                default_run_dir, make_scenario, prepare_run_dir, resolve_device, run_config)
@@ -79,9 +81,11 @@ def train_seeds(args: TrainArgs) -> Path:
     run_dirs = [prepare_run_dir(one, config) for one, config in zip(per_seed, configs)]
     torch.set_num_threads(args.torch_threads)
 
-    trainer = BatchedSAC(envs, args.sac_config(), seeds=[one.seed for one in per_seed], device=device)
+    protections = [make_protection(one.protection, **config["protection_kwargs"]) for one, config in zip(per_seed, configs)]
+    trainer = Population(envs, args.sac_config(), seeds=[one.seed for one in per_seed], device=device,
+                         protection=protections)
     start, last_checkpoint = _resume(trainer, run_dirs) if args.resume else (0, 0)
-    agents = trainer.agents
+    agents = trainer.members
     writers = [RunWriter(run_dir, resume=args.resume) for run_dir in run_dirs]
     boards = [SummaryWriter(str(run_dir / "tensorboard"), purge_step=start + 1 if args.resume else None)
               for run_dir in run_dirs]
@@ -105,7 +109,7 @@ def train_seeds(args: TrainArgs) -> Path:
     return Path(args.run_dir) if args.run_dir is not None else Path(per_seed[0].run_dir).parent
 
 
-def _resume(trainer: BatchedSAC, run_dirs: list[Path]) -> tuple[int, int]:
+def _resume(trainer: Population, run_dirs: list[Path]) -> tuple[int, int]:
     """Load every seed's checkpoint (all or none, all of one step); returns (step, last checkpoint)."""
     paths = [run_dir / CHECKPOINT_DIR / CHECKPOINT_FILE for run_dir in run_dirs]
     present = [path.exists() for path in paths]
@@ -114,14 +118,14 @@ def _resume(trainer: BatchedSAC, run_dirs: list[Path]) -> tuple[int, int]:
     if not all(present):
         missing = [str(p) for p, ok in zip(paths, present) if not ok]
         raise RunError(f"--resume: some seeds have no checkpoint ({', '.join(missing)}); "
-                       "the seeds of a batched run resume together from checkpoints of one step")
-    states = [load_checkpoint(path, agent) for path, agent in zip(paths, trainer.agents)]
+                       "the seeds of a population resume together from checkpoints of one step")
+    states = [load_checkpoint(path, agent) for path, agent in zip(paths, trainer.members)]
     steps = [int(state["step"]) for state in states]
     if len(set(steps)) != 1:
         detail = ", ".join(f"{p}: step {s}" for p, s in zip(paths, steps))
         raise RunError(f"--resume: the seeds' checkpoints are of different steps ({detail}); the run was killed while "
                        "writing them: resume each seed on its own (scripts/train.py --seed N --resume) or restart")
-    trainer.load_optimizer_from_seeds()
+    trainer.load_optimizer_from_members()
     state = states[0]
     return steps[0], int(state["extra"].get("last_checkpoint", steps[0]))
 
