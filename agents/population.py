@@ -48,6 +48,7 @@ Example:
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Any, Iterable, Sequence
 
 import gymnasium as gym
@@ -55,7 +56,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from agents.finite import check_update
+from agents.finite import NonFiniteError, check_update
 from agents.networks import Actor, TwinCritic, squashed_sample
 from agents.protection import HOOKS, Protection, defines, make_protection
 from agents.replay import Batch
@@ -133,6 +134,45 @@ def check_protection(protection: Any) -> None:
             raise ValueError(f"a population (several seeds in one process) cannot train {name!r} yet: "
                              f"{UNSTACKED_METHODS[name]}; train it one seed per process (--seed N, or contenv sweep); "
                              f"populations train: {', '.join(allowed)} and their compositions")
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel says a new allocation can get (``MemAvailable``); None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def replay_bytes(agent: SAC) -> int:
+    """What an agent's replay holds once full (its arrays are allocated at full size, lazily)."""
+    return sum(a.nbytes for a in vars(agent.replay).values() if isinstance(a, np.ndarray))
+
+
+def check_memory(first: SAC, size: int, available: int | None = None) -> None:
+    """Refuse a population whose replays would not fit in memory, with the estimate.
+
+    Example:
+        >>> from agents.sac import SpaceSpec
+        >>> agent = SAC(config=SACConfig(hidden_sizes=(4,), replay_size=1000), spec=SpaceSpec(3, 3, 1, 2, False))
+        >>> check_memory(agent, 4, available=10**9)
+        >>> check_memory(agent, 10**6, available=10**9)
+        Traceback (most recent call last):
+        ...
+        MemoryError: a population of 1000000 members needs about 61035.2 MiB for its replays (61.0 KiB each: 1000 steps), but 953.7 MiB are available: fewer members (--population-size) or a smaller --replay-size
+    """
+    available = available_memory() if available is None else available
+    each = replay_bytes(first)
+    if available is None or each * size <= 0.9 * available:
+        return
+    raise MemoryError(f"a population of {size} members needs about {each * size / 2**20:.1f} MiB for its replays "
+                      f"({each / 2**10:.1f} KiB each: {first.replay.capacity} steps), but "
+                      f"{available / 2**20:.1f} MiB are available: fewer members (--population-size) or a smaller "
+                      "--replay-size")
 
 
 class Member(SAC):
@@ -301,9 +341,10 @@ class Population:
         protections = self._protections(protection, len(seeds))
         self.config = config = config or SACConfig()
         self.device = torch.device(device)
-        self.members = [Member(env, config, protection=p, seed=s, device=self.device)
-                        for env, p, s in zip(envs, protections, seeds)]
-        first = self.members[0]
+        first = Member(envs[0], config, protection=protections[0], seed=seeds[0], device=self.device)
+        check_memory(first, len(seeds))  # before the other members allocate their replays
+        self.members = [first] + [Member(env, config, protection=p, seed=s, device=self.device)
+                                  for env, p, s in zip(envs[1:], protections[1:], seeds[1:])]
         for member in self.members[1:]:
             if member.spec != first.spec:
                 raise ValueError(f"all members of a population need the same spaces: seed {member.seed} has "
@@ -312,7 +353,22 @@ class Population:
         if len(budgets) > 1:
             raise ValueError(f"all members of a population need the same steps_per_task (they update in lockstep), "
                              f"got {sorted(budgets, key=str)}")
-        self.recurrent, self.size = first.recurrent, len(seeds)
+        for member in self.members:
+            if member._hooks["trainable_parameters"] and member.protection.trainable_parameters(member):
+                raise ValueError(f"{method_names(member.protection)}: the method adds trainable tensors, which a "
+                                 "population's stacked optimizer does not hold")
+            member._owes_task_end, member._hooks["on_task_end"] = member._hooks["on_task_end"], False
+        self.recurrent = first.recurrent
+        self.failed: list[Member] = []  # members stopped by a non-finite update (their error in .failure)
+        self._pending_reset: set[int] = set()
+        self._build()
+        self.optimizer = self._make_optimizer()
+        self._task_of_optimizer = first.current_task
+
+    def _build(self) -> None:
+        """Stack the members' weights and set up what reads them (at the start, and after
+        members are stopped)."""
+        self.size = len(self.members)
         self.params, self.target_params = self._stack()
         self._loss = _StackedLoss(self)
         for index, member in enumerate(self.members):
@@ -323,21 +379,12 @@ class Population:
         self._actor = [v for k, v in self.params.items() if k.startswith("actor.")]
         self._critic = [v for k, v in self.params.items() if k.startswith("critic.")]
         self._target = [self.target_params["target_" + k] for k in self.params if k.startswith("critic.")]
-        hooks = {hook: [defines(m.protection, hook) for m in self.members] for hook in HOOKS}
-        self._hooks = {hook: any(flags) for hook, flags in hooks.items()}
-        for member in self.members:  # a task's end is handled after its last updates (see step)
-            member._owes_task_end, member._hooks["on_task_end"] = member._hooks["on_task_end"], False
+        protections = [m.protection for m in self.members]
+        self._hooks = {hook: any(defines(p, hook) for p in protections) for hook in HOOKS}
+        self._hooks["on_task_end"] = any(m._owes_task_end for m in self.members)
         self._supplies_weights = self._hooks["task_parameters"] or self._hooks["critic_parameters"]
-        for member in self.members:
-            if member._hooks["trainable_parameters"] and member.protection.trainable_parameters(member):
-                raise ValueError(f"{method_names(member.protection)}: the method adds trainable tensors, which a "
-                                 "population's stacked optimizer does not hold")
-        self._penalty = StackedPenalty(self) if self._hooks["loss"] and StackedPenalty.applies(
-            [m.protection for m in self.members]) else None
-        self.optimizer = self._make_optimizer()
+        self._penalty = StackedPenalty(self) if self._hooks["loss"] and StackedPenalty.applies(protections) else None
         self._linked = False  # members' optimizer states point at the stacked one
-        self._pending_reset: set[int] = set()
-        self._task_of_optimizer = first.current_task
 
     @staticmethod
     def _protections(protection: Any, size: int) -> list[Protection]:
@@ -470,6 +517,9 @@ class Population:
         try:
             while self.members[0].num_timesteps < end:
                 episode_over = self.step()
+                if self.failed:  # stopped members get no more calls: their run directories keep their last good state
+                    live = {id(m) for m in self.members}
+                    pairs = [(cb, m) for cb, m in pairs if id(m) in live]
                 keep_going = True
                 for cb, member in pairs:
                     keep_going = cb.on_step(member) is not False and keep_going
@@ -608,10 +658,9 @@ class Population:
         if self.config.clip_grad_norm is not None:
             clip_per_member(self._actor, self.config.clip_grad_norm)
             clip_per_member(self._critic, self.config.clip_grad_norm)
-        lead = self.members[0]
-        check_update(torch.cat([losses.detach()[:, None], metrics.detach()], 1), ["loss", *SAC.METRICS],
-                     self.params.items(), f"update {lead.num_updates + 1} at env step {lead.num_timesteps} "
-                     f"(task {lead.current_task}, seeds {[m.seed for m in self.members]})")
+        terms = torch.cat([losses.detach()[:, None], metrics.detach()], 1)
+        if not self._all_finite(terms):
+            terms, metrics = self._stop_nonfinite_members(terms, metrics)
         self.optimizer.step()
         self._link_optimizer_states()
         if self._hooks["after_step"]:
@@ -624,6 +673,56 @@ class Population:
             member._metric_names = list(SAC.METRICS)
             member.num_updates += 1
             member._metric_count += 1
+
+    def _all_finite(self, terms: Tensor) -> bool:
+        """Every loss term and gradient finite: one reduction and one sync, as SAC's check."""
+        grads = [p.grad for p in self._trainable if p.grad is not None]
+        norms = torch._foreach_norm(grads) if grads else []
+        values = torch.cat([terms.reshape(-1).float(), *(n.reshape(1).float() for n in norms)])
+        return bool(torch.isfinite(values).all())
+
+    def _stop_nonfinite_members(self, terms: Tensor, metrics: Tensor) -> tuple[Tensor, Tensor]:
+        """Stop every member whose update is not finite, with the error that names it (its weights
+        are left as they were, its last checkpoint is its last good state); the others go on with
+        this very update. If no member is left, the error is raised."""
+        bad = []
+        for k, member in enumerate(self.members):
+            named = [(name, view) for (name, _), view in zip(member.named_trainables(), self.member_views(k))]
+            for (_, view), stacked in zip(named, self._trainable):
+                view.grad = None if stacked.grad is None else stacked.grad[k]
+            try:
+                check_update(terms[k], ["loss", *SAC.METRICS], named,
+                             f"seed {member.seed}: update {member.num_updates + 1} at env step {member.num_timesteps} "
+                             f"(task {member.current_task})")
+            except NonFiniteError as err:
+                member.failure = err
+                bad.append(k)
+            finally:
+                for _, view in named:
+                    view.grad = None
+        if len(bad) == self.size:
+            raise self.members[0].failure
+        keep = [k for k in range(self.size) if k not in bad]
+        for k in bad:
+            self.failed.append(self.members[k])
+            warnings.warn(f"population: {self.members[k].failure}", stacklevel=2)
+        self._drop(keep)
+        return terms[keep], metrics[keep]
+
+    def _drop(self, keep: list[int]) -> None:
+        """Keep only the members ``keep`` (indices), with their weights, gradients and Adam state."""
+        old_trainable = list(self._trainable)
+        old_state = [self.optimizer.state.get(p, {}) for p in old_trainable]
+        grads = [None if p.grad is None else p.grad[keep].clone() for p in old_trainable]
+        self.members = [self.members[k] for k in keep]
+        self._build()  # restacks from the members' views, which still hold the live weights
+        self.optimizer = self._make_optimizer()
+        for p, state, grad in zip(self._trainable, old_state, grads):
+            p.grad = grad
+            if state:
+                self.optimizer.state[p] = {key: (v.clone() if key == "step" else v[keep].clone())
+                                           for key, v in state.items()}
+        self._link_optimizer_states()
 
     @torch.no_grad()
     def _gather_member_gradients(self) -> None:

@@ -78,12 +78,14 @@ def train_seeds(args: TrainArgs) -> Path:
             if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
                 raise RunError(f"run directory {run_dir} already exists and is not empty; pass --resume to continue "
                                "it, or choose another --run-dir (nothing is ever overwritten)")
-    run_dirs = [prepare_run_dir(one, config) for one, config in zip(per_seed, configs)]
     torch.set_num_threads(args.torch_threads)
-
     protections = [make_protection(one.protection, **config["protection_kwargs"]) for one, config in zip(per_seed, configs)]
-    trainer = Population(envs, args.sac_config(), seeds=[one.seed for one in per_seed], device=device,
-                         protection=protections)
+    try:  # built before any run directory: a refusal here (spaces, method, memory) leaves nothing behind
+        trainer = Population(envs, args.sac_config(), seeds=[one.seed for one in per_seed], device=device,
+                             protection=protections)
+    except (ValueError, MemoryError) as err:
+        raise RunError(str(err)) from None
+    run_dirs = [prepare_run_dir(one, config) for one, config in zip(per_seed, configs)]
     start, last_checkpoint = _resume(trainer, run_dirs) if args.resume else (0, 0)
     agents = trainer.members
     writers = [RunWriter(run_dir, resume=args.resume) for run_dir in run_dirs]
@@ -101,6 +103,11 @@ def train_seeds(args: TrainArgs) -> Path:
                          for one, run_dir, writer, board in zip(per_seed, run_dirs, writers, boards)]
             if start < total:
                 trainer.learn(total - start, callbacks=callbacks, progress_bar=args.progress_bar)
+        if trainer.failed:  # the others finished; say which stopped and why (their run dirs keep their last checkpoint)
+            run_dir_of = {one.seed: run_dir for one, run_dir in zip(per_seed, run_dirs)}
+            stopped = "; ".join(f"{run_dir_of[m.seed]}: {m.failure}" for m in trainer.failed)
+            raise RunError(f"{len(trainer.failed)} of {len(per_seed)} seeds stopped on a non-finite update, the "
+                           f"others finished: {stopped}")
     finally:
         for writer, board, agent in zip(writers, boards, agents):
             writer.close()

@@ -48,6 +48,8 @@ def dense(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """
     if not is_stacked(weight):
         return F.linear(x, weight, bias)
+    if weight.shape[0] == 1:  # one member: the single run's kernel (fewer ops, the same numbers)
+        return F.linear(x, weight[0], None if bias is None else bias[0])
     k, out_features = weight.shape[0], weight.shape[1]
     flat = x.reshape(k, -1, x.shape[-1])
     if bias is None:
@@ -59,8 +61,8 @@ def dense(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
     """LayerNorm over the last axis with a plain (``[H]``) or stacked (``[K, H]``) affine part."""
-    if weight.dim() == 1:
-        return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
+    if weight.dim() == 1 or weight.shape[0] == 1:
+        return F.layer_norm(x, x.shape[-1:], weight.view(-1), bias.view(-1), eps)
     k, width = weight.shape
     normed = F.layer_norm(x, x.shape[-1:], None, None, eps).view(k, -1, width)
     return torch.addcmul(bias.unsqueeze(1), normed, weight.unsqueeze(1)).view(x.shape)

@@ -321,3 +321,31 @@ def test_bad_input_writes_nothing(tmp_path):
         train(TrainArgs(**TINY, seeds="5-2", run_dir=tmp_path / "y"))
     with pytest.raises(ValueError, match="one env per seed"):
         Population([tiny_env()], tiny_config(), seeds=[0, 1])
+
+
+def test_a_non_finite_member_stops_alone_and_the_others_go_on():
+    """An infinite L2 coefficient makes seed 3's loss NaN once its anchor is set (inf * 0); seed 4 goes on
+    and still equals its single run; seed 3 keeps the weights of its last finite update."""
+    protections = [make_protection("l2", coefficient=float("inf")), make_protection("l2", coefficient=1.0)]
+    population = Population([memory_env(), memory_env()], tiny_config(**METHOD_CONFIG), seeds=[3, 4],
+                            protection=protections)
+    with pytest.warns(UserWarning, match="seed 3: update .* non-finite loss"):
+        population.learn(STEPS)
+    assert [m.seed for m in population.members] == [4] and [m.seed for m in population.failed] == [3]
+    stopped = population.failed[0]
+    assert "non-finite loss" in str(stopped.failure) and stopped.num_timesteps == 100 + 21  # its first task-1 update
+    assert all(torch.isfinite(p).all() for p in stopped.actor.parameters())
+    single = SAC(memory_env(), tiny_config(**METHOD_CONFIG), protection=make_protection("l2", coefficient=1.0), seed=4)
+    assert_member_equals_single(population.members[0], single.learn(STEPS))
+
+
+def test_a_population_whose_replays_do_not_fit_is_refused_before_it_starts():
+    from agents.population import check_memory
+
+    config = tiny_config(replay_size=10**7)  # ~0.4 GB of transitions each (allocated lazily)
+    with pytest.raises(MemoryError, match=r"population of 64 members needs about .* MiB for its replays"):
+        Population([tiny_env() for _ in range(64)], config, seeds=range(64))
+    member = SAC(tiny_env(), config)
+    check_memory(member, 2, available=10**12)  # fits: no error
+    with pytest.raises(MemoryError, match="--population-size"):
+        check_memory(member, 2, available=10**6)
