@@ -163,7 +163,7 @@ def check_memory(first: SAC, size: int, available: int | None = None) -> None:
         >>> check_memory(agent, 10**6, available=10**9)
         Traceback (most recent call last):
         ...
-        MemoryError: a population of 1000000 members needs about 61035.2 MiB for its replays (61.0 KiB each: 1000 steps), but 953.7 MiB are available: fewer members (--population-size) or a smaller --replay-size
+        MemoryError: a population of 1000000 members needs about 45776.4 MiB for its replays (46.9 KiB each: 1000 steps), but 953.7 MiB are available: fewer members (--population-size) or a smaller --replay-size
     """
     available = available_memory() if available is None else available
     each = replay_bytes(first)

@@ -53,6 +53,8 @@ class StudyArgs:
     """Concurrent runs of the local backend."""
     retries: int = 2
     """Times a failed run is resumed from its checkpoint before it counts as failed."""
+    population_size: int = 16
+    """Most runs of one method and cell trained together as one population (1: one process each)."""
     dry_run: bool = False
     """Print the plan (every run, its state and its command) and run nothing."""
     report_only: bool = False
@@ -68,6 +70,8 @@ def check(args: StudyArgs) -> None:
         raise ValueError(f"unknown backend {args.backend!r}; backends: {', '.join(BACKENDS)}")
     if args.workers < 1 or args.retries < 0:
         raise ValueError(f"--workers must be >= 1 and --retries >= 0, got {args.workers} and {args.retries}")
+    if args.population_size < 1:
+        raise ValueError(f"--population-size must be >= 1 (1: one process per run), got {args.population_size}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"study {study.name}, budget {args.budget}: {len(trials)} runs under {runs_root} "
               f"({args.backend} backend); estimated wall time {study.budgets[args.budget].wall_time}", flush=True)
         options = sweep.SweepArgs(out=runs_root, backend=args.backend, address=args.address, workers=args.workers,
-                                  retries=args.retries)
+                                  retries=args.retries, population_size=args.population_size)
         runner = sweep.run_ray if args.backend == "ray" else sweep.run_local
         outcomes = runner(trials, options, out.resolve() / f"logs-{args.budget}")  # one log per run
         failed = sum(outcome.startswith("FAILED") for _, outcome in outcomes)

@@ -16,6 +16,10 @@ t(1)/t(K) is the time of K=1 over the time of K for those rounds (1: K members f
 memory column is the stacked weights and Adam state plus every member's replay (``--replay-size``
 steps each; the default 1e6 of CW would not fit 64 members: see ``Population``'s refusal).
 
+The population runs as the training commands run it, with
+:func:`agents.run_common.keep_freed_memory` (glibc keeps freed blocks); the old trainer is also
+shown with the same allocator setting, to separate that gain from the stacking's.
+
 Last lines: ``speedup_small_K16: X`` (config small: K=16's aggregate steps/s over the old single
 run) and ``k1_vs_single: Y`` (K=1 over the old single run, the worst of the configs).
 
@@ -51,6 +55,11 @@ torch.set_num_threads(1)
 import contenv
 from agents.sac import SAC, SACConfig
 spec = json.loads(sys.argv[1])
+try:  # what the training commands do (agents.run_common.keep_freed_memory); absent before populations
+    from agents.run_common import keep_freed_memory
+    keep_freed_memory()
+except ImportError:
+    pass
 def env():
     return gym.make("contenv/Sequence-v0", tasks=[spec["task"]], steps_per_task=10**8).unwrapped
 config = SACConfig(**{**spec["sac"], "replay_size": spec["replay_size"], "random_steps": spec["warmup"],
@@ -86,8 +95,14 @@ def baseline_tree() -> Path:
     return tree
 
 
-def timed(tree: Path, spec: dict) -> dict:
+# glibc settings equal to keep_freed_memory's, for the old trainer (which predates that function).
+KEEP_FREED = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483647"
+
+
+def timed(tree: Path, spec: dict, tunables: str | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
+    if tunables:
+        env["GLIBC_TUNABLES"] = tunables
     out = subprocess.run([sys.executable, "-c", TIMER, json.dumps(spec)], cwd=tree, env=env, check=True,
                          capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -114,6 +129,9 @@ def main() -> None:
         rate_single = single["steps"] / single["seconds"]
         print(f"{name:6s} old single run ({BASELINE_COMMIT})  {rate_single:8.1f} steps/s   "
               f"{single['memory_mb']:8.1f} MB   {single['updates']} updates")
+        tuned = timed(old, {**base, "k": 0}, KEEP_FREED)  # only to show what the allocator setting alone gives
+        print(f"{name:6s} old single run, glibc kept   {tuned['steps'] / tuned['seconds']:8.1f} steps/s   "
+              "(not the baseline: the allocator setting of keep_freed_memory given to the old code)")
         t1 = None
         for k in args.ks:
             result = timed(ROOT, {**base, "k": k})

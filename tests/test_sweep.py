@@ -87,3 +87,39 @@ def test_transfer_matrix_end_to_end(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "reference transfer RT =" in result.stdout
     assert len(csv.read_text().splitlines()) == 3
+
+
+def test_trials_of_one_method_and_scenario_are_grouped_into_populations(tmp_path):
+    trials = sweep.expand(sweep.SweepArgs(out=tmp_path, scenarios=["contenv/Sequence-v0"],
+                                          methods=["finetune", "hnet", "ewc"], seeds="0-4"), [])
+    groups = sweep.populations(trials, 2)
+    shapes = [(g[0].name.split("/")[1], [t.seed for t in g]) for g in groups]
+    assert shapes == [("finetune", [0, 1]), ("finetune", [2, 3]), ("finetune", [4])] \
+        + [("hnet", [k]) for k in range(5)] + [("ewc", [0, 1]), ("ewc", [2, 3]), ("ewc", [4])]
+    assert [len(g) for g in sweep.populations(trials, 1)] == [1] * 15
+    (tmp_path / "Sequence-v0/ewc/seed1").mkdir(parents=True)  # a started trial resumes apart from new ones
+    (tmp_path / "Sequence-v0/ewc/seed1/config.json").write_text("{}")
+    ewc = [[t.seed for t in g] for g in sweep.populations(trials, 16) if "ewc" in g[0].name]
+    assert ewc == [[0, 2, 3, 4], [1]]
+
+
+def test_a_sweep_trains_its_seeds_as_one_population_with_the_single_runs_numbers(tmp_path):
+    base = [sys.executable, str(SCRIPTS / "sweep.py"), "--scenarios", "contenv/Sequence-v0", "--seeds", "0-1",
+            "--methods", "l2"]
+    grouped = subprocess.run(base + ["--out", str(tmp_path / "grouped"), "--", *TINY], capture_output=True, text=True)
+    assert grouped.returncode == 0 and "in 1 processes" in grouped.stdout, grouped.stdout + grouped.stderr
+    assert grouped.stdout.count("done (population of 2)") == 2
+    alone = subprocess.run(base + ["--out", str(tmp_path / "alone"), "--population-size", "1", "--", *TINY],
+                           capture_output=True, text=True)
+    assert alone.returncode == 0 and "in 2 processes" in alone.stdout, alone.stdout + alone.stderr
+    for seed in (0, 1):
+        ours = (tmp_path / f"grouped/Sequence-v0/l2/seed{seed}/progress.csv").read_text().splitlines()
+        theirs = (tmp_path / f"alone/Sequence-v0/l2/seed{seed}/progress.csv").read_text().splitlines()
+        assert ours[0] == theirs[0] and len(ours) == len(theirs) == 5
+        for a, b in zip(ours[1:], theirs[1:]):
+            for x, y in zip(a.split(","), b.split(",")):
+                assert (x == y == "") or float(x) == pytest.approx(float(y), rel=1e-3, abs=1e-3)
+    refused = subprocess.run(base + ["--out", str(tmp_path / "x"), "--population-size", "0"], capture_output=True,
+                             text=True)
+    assert refused.returncode == 2 and "--population-size must be >= 1" in refused.stderr
+    assert not (tmp_path / "x").exists()
