@@ -5,8 +5,12 @@ from a dict of tensors. Without ``params`` the module's own parameters are used;
 ``params`` the given tensors replace them (a partial dict replaces only the names it
 holds). That is what lets a hypernetwork supply an actor's weights, PackNet run the
 actor on masked weights, the SAC update evaluate the critic with detached weights, and
-``torch.func.vmap`` run several seeds stacked into one batched model (``torch.func.
-functional_call`` works too, since ``params=None`` reads ``named_parameters()``).
+``torch.func`` transforms run them (``functional_call`` works too, since ``params=None``
+reads ``named_parameters()``).
+
+Every weight may also carry a leading member axis (``[K, out, in]``): a population
+(:mod:`agents.population`) folds its members' rows member-major into the batch axis and
+the same code runs all members at once, through :mod:`agents.stacked`.
 
 Shapes: every input has a batch and a time axis, ``[B, T, ...]``; the MLP treats every
 step on its own, the recurrent trunks carry a state along ``T``.

@@ -92,7 +92,7 @@ def plasticity_metrics(agent: "SAC", step: int) -> dict[str, float | None]:
         return out
     named = dict(networks(agent))
     if not any(p.requires_grad for net in named.values() for p in net.parameters()):
-        return out  # a seed of a batched run: its networks are views of the stacked weights (not logged)
+        return out  # networks without trainable weights (nothing to differentiate)
     generator_state = agent.generator.get_state()
     try:
         loss, _ = agent.compute_loss(batch, include_protection=False)

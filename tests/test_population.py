@@ -349,3 +349,15 @@ def test_a_population_whose_replays_do_not_fit_is_refused_before_it_starts():
     check_memory(member, 2, available=10**12)  # fits: no error
     with pytest.raises(MemoryError, match="--population-size"):
         check_memory(member, 2, available=10**6)
+
+
+def test_a_killed_protected_population_resumes_exactly(tmp_path):
+    """EWC (its anchor and Fisher in each member's checkpoint) across a stop in the second task."""
+    args = dict(TINY, seeds="0-1", protection="ewc", protection_kwargs='{"coefficient": 50.0, "batches": 2, "batch_size": 16}')
+    whole = train_seeds(TrainArgs(**args, run_dir=tmp_path / "whole"))
+    train_seeds(TrainArgs(**args, run_dir=tmp_path / "cut", stop_at_step=150))
+    assert load_run(tmp_path / "cut" / "seed1").steps.tolist() == [50, 100, 150]
+    train_seeds(TrainArgs(**args, run_dir=tmp_path / "cut", resume=True))
+    for seed in (0, 1):
+        assert (tmp_path / "cut" / f"seed{seed}" / "progress.csv").read_text() == \
+               (whole / f"seed{seed}" / "progress.csv").read_text()
