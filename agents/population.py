@@ -5,8 +5,8 @@ thousands of microsecond ops) and launch-bound on a GPU. A population runs the S
 of all its members as one pass of batched kernels: every weight is stacked on a leading
 member axis (``[K, out, in]``), the batches of all members are folded member-major into the
 batch axis, and :meth:`agents.sac.SAC.compute_loss` itself runs once over all of them
-through the member-aware kernels of :mod:`agents.stacked` (``baddbmm`` for every layer, one
-:class:`~agents.rnn_kernels.GRUSequence` or one minGRU scan for every cell of every member).
+through the member-aware kernels of :mod:`agents.nets.stacked` (``baddbmm`` for every layer, one
+:class:`~agents.nets.rnn_kernels.GRUSequence` or one minGRU scan for every cell of every member).
 There is no ``vmap`` and no Python loop over members in the update.
 
 Each member is a full :class:`~agents.sac.SAC` (:class:`Member`): its own env, replay,
@@ -56,12 +56,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from agents.finite import NonFiniteError, check_update
-from agents.networks import Actor, TwinCritic, squashed_sample
+from agents.training.finite import NonFiniteError, check_update
+from agents.nets.networks import Actor, TwinCritic, squashed_sample
 from agents.protection import HOOKS, Protection, defines, make_protection
 from agents.replay import Batch
-from agents.sac import SAC, Callback, SACConfig, _callbacks, reset_adam
-from agents.stacked import clip_per_member, member_rows, per_member_mean
+from agents.sac import SAC, Callback, SACConfig, _callbacks, drive, reset_adam
+from agents.nets.stacked import clip_per_member, member_rows, per_member_mean
 
 # Methods a population cannot run yet, and why (the stacked update runs on the stacked weights
 # only, and a member's own updates are deferred to the population's lockstep rounds).
@@ -494,6 +494,11 @@ class Population:
         self._task_of_optimizer = self.members[0].current_task
 
     # ------------------------------------------------------------------ training loop
+    @property
+    def num_timesteps(self) -> int:
+        """Env steps each (live) member has taken: they run in lockstep."""
+        return self.members[0].num_timesteps
+
     def learn(self, total_timesteps: int, callbacks: Sequence[Callback | Iterable | None] | None = None,
               progress_bar: bool = False) -> "Population":
         """Train every member for ``total_timesteps`` more env steps.
@@ -506,35 +511,12 @@ class Population:
         if len(per_member) != self.size:
             raise ValueError(f"need one callback entry per member ({self.size}), got {len(per_member)}")
         pairs = [(cb, member) for member, cbs in zip(self.members, per_member) for cb in cbs]
-        end = self.members[0].num_timesteps + int(total_timesteps)
-        bar = None
-        if progress_bar:
-            from tqdm.auto import tqdm
 
-            bar = tqdm(total=int(total_timesteps), unit="step", dynamic_ncols=True, mininterval=1.0)
-        for cb, member in pairs:
-            cb.on_training_start(member)
-        try:
-            while self.members[0].num_timesteps < end:
-                episode_over = self.step()
-                if self.failed:  # stopped members get no more calls: their run directories keep their last good state
-                    live = {id(m) for m in self.members}
-                    pairs = [(cb, m) for cb, m in pairs if id(m) in live]
-                keep_going = True
-                for cb, member in pairs:
-                    keep_going = cb.on_step(member) is not False and keep_going
-                if all(episode_over):
-                    for cb, member in pairs:
-                        keep_going = cb.on_episode_end(member) is not False and keep_going
-                if bar is not None and self.members[0].num_timesteps % 100 == 0:
-                    bar.update(100)
-                if not keep_going:
-                    break
-        finally:
-            if bar is not None:
-                bar.close()
-        for cb, member in pairs:
-            cb.on_training_end(member)
+        def live_pairs() -> list[tuple[Callback, Member]]:  # stopped members get no more calls (see failed)
+            live = {id(m) for m in self.members}
+            return [(cb, m) for cb, m in pairs if id(m) in live]
+
+        drive(self, int(total_timesteps), lambda: all(self.step()), live_pairs, progress_bar)
         return self
 
     def step(self) -> list[bool]:

@@ -58,7 +58,7 @@ class Batch:
             same episode before the window (``[B, P, ...]``, right-aligned: a row's prefix
             ends at ``P``, left padding has ``prefix_mask`` 0). The agent unrolls its
             cells over them without gradient to get the state at the window's start
-            (:meth:`agents.networks.RecurrentTrunk.initial_state`). None for transition
+            (:meth:`agents.nets.networks.RecurrentTrunk.initial_state`). None for transition
             batches; ``P = 0`` when every window starts its episode.
     """
 

@@ -17,7 +17,7 @@ World (Wolczyk et al., NeurIPS 2021; ``continualworld/sac/sac.py``):
   a multiple of 50 from 1,000 on (CW's ``current_task_timestep``: so no round on a task's
   last step);
 - bootstrapping through time limits and task switches (only ``terminated`` stops it);
-- Keras' LayerNorm epsilon 1e-3 and Adam epsilon 1e-7 (see :mod:`agents.networks`);
+- Keras' LayerNorm epsilon 1e-3 and Adam epsilon 1e-7 (see :mod:`agents.nets.networks`);
 - actor, critic and entropy losses from one batch, one backward pass and one optimizer
   step (the actor's ``Q`` uses detached critic weights, so its gradient reaches only the
   actor, as in CW's separate gradient tapes); the critics run on weights a protection
@@ -61,8 +61,8 @@ import torch
 from torch import Tensor
 
 from contenv.atomic import atomic_file
-from agents.finite import check_finite_state, check_observations, check_transition, check_update, end_replay_episode
-from agents.networks import (CW_HIDDEN_SIZES, TRUNKS, Actor, NetworkConfig, TwinCritic, check_body, check_rnn_layers,
+from agents.training.finite import check_finite_state, check_observations, check_transition, check_update, end_replay_episode
+from agents.nets.networks import (CW_HIDDEN_SIZES, TRUNKS, Actor, NetworkConfig, TwinCritic, check_body, check_rnn_layers,
                              shared_input_features, squashed_sample, sub_params)
 from agents.protection import HOOKS, Protection, defines, make_protection
 from agents.replay import Batch, SequenceReplay, TransitionReplay, check_window
@@ -93,11 +93,11 @@ class SACConfig:
             for recurrent agents (the heads of Ni et al. 2022's recurrent SAC).
         rnn_size: width of the recurrent cells (Ni et al. 2022: 128).
         rnn_layers: stacked recurrent layers. None: 2 for ``mingru`` (one minGRU layer did not
-            learn a cue among distractors, see :class:`agents.scan_cell.MinGRUCell`), 1 for
+            learn a cue among distractors, see :class:`agents.nets.scan_cell.MinGRUCell`), 1 for
             GRU and LSTM (the only value they allow).
         body: hidden layers of every head: ``"cw"`` (``Linear -> LayerNorm -> tanh``, then
             leaky ReLU; CW's) or ``"relu"`` (ReLU layers without normalisation, the plain
-            network of the plasticity literature; see :class:`agents.networks.MLPBody`).
+            network of the plasticity literature; see :class:`agents.nets.networks.MLPBody`).
         heads: ``"multi"`` (one output head per task, picked by the task index; CW),
             ``"single"``, or ``"auto"``: multi when observations carry the task one-hot.
         task_in_trunk: the trunk also reads the task one-hot (CW: no, it only picks the head).
@@ -305,6 +305,42 @@ def _callbacks(callback: Callback | Callable | Iterable | None) -> list[Callback
     return [c for item in callback for c in _callbacks(item)]
 
 
+def drive(clock: Any, total_timesteps: int, step: Callable[[], bool],
+          callbacks: Callable[[], list[tuple[Callback, Any]]], progress_bar: bool) -> None:
+    """The training loop of :meth:`SAC.learn` and :meth:`agents.population.Population.learn`.
+
+    ``step()`` takes one env step (of every member) with its updates and says whether every
+    episode just ended; ``callbacks()`` gives the ``(callback, agent)`` pairs to call now;
+    ``clock.num_timesteps`` counts the steps.
+    """
+    end = clock.num_timesteps + int(total_timesteps)
+    bar = None
+    if progress_bar:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=int(total_timesteps), unit="step", dynamic_ncols=True, mininterval=1.0)
+    for cb, agent in callbacks():
+        cb.on_training_start(agent)
+    try:
+        while clock.num_timesteps < end:
+            episode_over = step()
+            keep_going = True
+            for cb, agent in callbacks():
+                keep_going = cb.on_step(agent) is not False and keep_going
+            if episode_over:
+                for cb, agent in callbacks():
+                    keep_going = cb.on_episode_end(agent) is not False and keep_going
+            if bar is not None and clock.num_timesteps % 100 == 0:
+                bar.update(100)
+            if not keep_going:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    for cb, agent in callbacks():
+        cb.on_training_end(agent)
+
+
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean of ``x`` over the entries where ``mask`` is 1."""
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
@@ -312,7 +348,7 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` through a temporary file, fsync and ``os.replace``: never half written,
-    and never with a NaN or inf (:func:`agents.finite.check_finite_state` refuses first)."""
+    and never with a NaN or inf (:func:`agents.training.finite.check_finite_state` refuses first)."""
     check_finite_state(obj, str(path))
     with atomic_file(path, "wb") as f:
         torch.save(obj, f)
@@ -402,7 +438,7 @@ class SAC:
         self._obs: np.ndarray | None = None  # None: between episodes
         self._episode_return = 0.0
         self._episode_log: list[tuple[float, float, int]] = []  # (return, success, length)
-        self._nonfinite_episodes = 0  # episodes a simulator blow-up ended (agents.finite)
+        self._nonfinite_episodes = 0  # episodes a simulator blow-up ended (agents.training.finite)
         self._metric_sums: Tensor | None = None
         self._metric_count = 0
         self._hooks = {hook: defines(self.protection, hook) for hook in HOOKS}
@@ -570,33 +606,8 @@ class SAC:
         """
         if self.env is None:
             raise ValueError("this agent has no env: pass one to SAC(...) or SAC.load(path, env=...)")
-        callbacks = _callbacks(callback)
-        end = self.num_timesteps + int(total_timesteps)
-        bar = None
-        if progress_bar:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=int(total_timesteps), unit="step", dynamic_ncols=True, mininterval=1.0)
-        for cb in callbacks:
-            cb.on_training_start(self)
-        try:
-            while self.num_timesteps < end:
-                episode_over = self._env_step()
-                keep_going = True
-                for cb in callbacks:
-                    keep_going = cb.on_step(self) is not False and keep_going
-                if episode_over:
-                    for cb in callbacks:
-                        keep_going = cb.on_episode_end(self) is not False and keep_going
-                if bar is not None and self.num_timesteps % 100 == 0:
-                    bar.update(100)
-                if not keep_going:
-                    break
-        finally:
-            if bar is not None:
-                bar.close()
-        for cb in callbacks:
-            cb.on_training_end(self)
+        callbacks = [(cb, self) for cb in _callbacks(callback)]
+        drive(self, int(total_timesteps), self._env_step, lambda: callbacks, progress_bar)
         return self
 
     def _env_step(self) -> bool:
@@ -617,7 +628,7 @@ class SAC:
         stored = check_transition(next_obs, reward, info, self.num_timesteps, self.current_task)
         if stored:
             self.replay.add(obs, action, reward, next_obs, terminated, truncated, self.current_task)
-        else:  # a simulator blow-up: the step is dropped and its episode ends (agents/finite.py)
+        else:  # a simulator blow-up: the step is dropped and its episode ends (agents/training/finite.py)
             end_replay_episode(self.replay)
             self._nonfinite_episodes += 1
         self._episode_return += reward if stored else 0.0
@@ -870,7 +881,7 @@ class SAC:
     def save(self, path: str | Path) -> None:
         """Write the agent (networks, entropy coefficients, protection, config) to one
         file, atomically. Replay and optimizer are not included: see
-        :mod:`agents.checkpoint` for resumable training checkpoints."""
+        :mod:`agents.training.checkpoint` for resumable training checkpoints."""
         atomic_torch_save(self._model_state(), path)
 
     @classmethod

@@ -29,7 +29,7 @@ SETTINGS = dict(agent="gru", hidden_sizes=(64, 64), rnn_size=32, batch_size=32, 
 
 
 def trial(kind: str, name: str, tasks: tuple[str, ...], protection: str, out: Path) -> tuple[str, float]:
-    from agents.run import TrainArgs, train
+    from agents.training.run import TrainArgs, train
 
     kwargs = '{"retrain_steps": 150}' if protection == "packnet" else "{}"  # CW: 10% of a task's updates
     start = time.perf_counter()

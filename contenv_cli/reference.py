@@ -34,8 +34,8 @@ from typing import Optional
 import tyro
 
 from agents.population import parse_seeds
-from agents.checkpoint import CheckpointError
-from agents.run import TrainArgs, make_scenario, train
+from agents.training.checkpoint import CheckpointError
+from agents.training.run import TrainArgs, make_scenario, train
 from contenv.evaluation.rundir import RunLoadError, load_run
 
 

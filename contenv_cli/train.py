@@ -2,7 +2,7 @@
 
 Writes a run directory (config.json, progress.csv, TensorBoard events, checkpoints)
 that ``contenv report`` reads. The arguments are the dataclass
-:class:`agents.run.TrainArgs` (one docstring per field; ``--help`` lists them).
+:class:`agents.training.run.TrainArgs` (one docstring per field; ``--help`` lists them).
 
 Examples:
     contenv train --scenario contenv/CW10-v0 --agent mlp --seed 0 --run-dir runs/cw10/mlp/seed0
@@ -20,8 +20,8 @@ import sys
 
 import tyro
 
-from agents.checkpoint import CheckpointError
-from agents.run import TrainArgs, train
+from agents.training.checkpoint import CheckpointError
+from agents.training.run import TrainArgs, train
 
 
 def main(argv: list[str] | None = None) -> int:

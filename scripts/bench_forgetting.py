@@ -126,7 +126,7 @@ def method_kwargs(method: str, budget: str, scenario: str) -> dict[str, Any]:
 
 
 def trial_args(method: str, scenario: str, seed: int, args: BenchArgs, budget: str) -> Any:
-    from agents.run import TrainArgs
+    from agents.training.run import TrainArgs
 
     settings = BUDGETS[budget]
     extra = json.loads(args.protection_kwargs).get(method, {})
@@ -143,7 +143,7 @@ def trial_args(method: str, scenario: str, seed: int, args: BenchArgs, budget: s
 
 def run_trial(train_args: Any) -> tuple[str, float, str | None]:
     """One training run in a worker process: (run dir, seconds, error or None)."""
-    from agents.run import train
+    from agents.training.run import train
 
     started = time.perf_counter()
     try:

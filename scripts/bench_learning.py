@@ -22,7 +22,7 @@ Parts (``--parts``):
    MLP's by more than 0.1.
 5. ``metaworld``: the Continual World MLP agent (CW hyperparameters) on ``reach-v3``.
 
-Every run goes through the training script's code (``agents.run.train``) into a run
+Every run goes through the training script's code (``agents.training.run.train``) into a run
 directory and is evaluated by the batched evaluator; the script prints steps, wall time
 and the success curve of every run, and exits non-zero if a claim fails.
 
@@ -48,8 +48,8 @@ from typing import Optional
 import torch
 import tyro
 
-from agents.networks import RecurrentCell
-from agents.run import TrainArgs, train
+from agents.nets.networks import RecurrentCell
+from agents.training.run import TrainArgs, train
 from contenv.evaluation.rundir import load_run
 
 CHANCE = {"repeat-first": 0.25, "tmaze": 0.5, "copy": None, "bits": 0.5}
@@ -139,7 +139,7 @@ def supervised_memory(iterations: int, seeds: tuple[int, ...], d: int = 100, bat
     """Classification of the first symbol of ``repeat-first(d)`` episodes from the cell's last output."""
     import numpy as np
 
-    from agents.networks import make_cell
+    from agents.nets.networks import make_cell
     from contenv.tasks.memory import RepeatFirstTask
 
     print(f"supervised repeat-first(d={d}): accuracy on 256 fresh episodes (chance 0.25), batch {batch}, "

@@ -17,7 +17,7 @@ memory column is the stacked weights and Adam state plus every member's replay (
 steps each; the default 1e6 of CW would not fit 64 members: see ``Population``'s refusal).
 
 The population runs as the training commands run it, with
-:func:`agents.run_common.keep_freed_memory` (glibc keeps freed blocks); the old trainer is also
+:func:`agents.training.run_common.keep_freed_memory` (glibc keeps freed blocks); the old trainer is also
 shown with the same allocator setting, to separate that gain from the stacking's.
 
 Last lines: ``speedup_small_K16: X`` (config small: K=16's aggregate steps/s over the old single
@@ -55,8 +55,8 @@ torch.set_num_threads(1)
 import contenv
 from agents.sac import SAC, SACConfig
 spec = json.loads(sys.argv[1])
-try:  # what the training commands do (agents.run_common.keep_freed_memory); absent before populations
-    from agents.run_common import keep_freed_memory
+try:  # what the training commands do (agents.training.run_common.keep_freed_memory); absent before populations
+    from agents.training.run_common import keep_freed_memory
     keep_freed_memory()
 except ImportError:
     pass

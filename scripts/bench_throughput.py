@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 import contenv  # noqa: F401  (registers the ids)
-from agents.networks import TRUNKS
+from agents.nets.networks import TRUNKS
 
 TASK = "reach-v3"
 HIDDEN = (256, 256, 256, 256)

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from agents.networks import TRUNKS, make_cell
+from agents.nets.networks import TRUNKS, make_cell
 
 
 def timed(fn, repeats: int, device: torch.device) -> float:

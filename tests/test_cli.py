@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import contenv
-from agents.networks import TRUNKS
+from agents.nets.networks import TRUNKS
 from agents.protection import PROTECTIONS
 from contenv_cli import COMMANDS, main
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents.checkpoint import read_checkpoint, save_checkpoint
-from agents.finite import check_finite_state
-from agents.run import TrainArgs, train
+from agents.training.checkpoint import read_checkpoint, save_checkpoint
+from agents.training.finite import check_finite_state
+from agents.training.run import TrainArgs, train
 from agents.sac import SAC, SACConfig
 from contenv.continual import ContinualEnv
 from contenv.finite import NonFiniteError

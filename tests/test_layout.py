@@ -113,11 +113,11 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_graph_sees_the_known_edges():
     graph = import_graph()
-    assert "contenv.evaluation.rundir" in graph["agents.run"]
-    assert "agents.run_common" in graph["agents.population_run"]
-    assert "agents.population_run" in graph["agents.run"]
-    assert "agents.sac" not in graph["agents.plasticity"]  # only under TYPE_CHECKING
-    assert "agents.sac" in import_graph(type_checking=True)["agents.plasticity"]
+    assert "contenv.evaluation.rundir" in graph["agents.training.run"]
+    assert "agents.training.run_common" in graph["agents.training.population_run"]
+    assert "agents.training.population_run" in graph["agents.training.run"]
+    assert "agents.sac" not in graph["agents.training.plasticity"]  # only under TYPE_CHECKING
+    assert "agents.sac" in import_graph(type_checking=True)["agents.training.plasticity"]
 
 
 def test_cycle_finder_finds_a_cycle():
@@ -129,7 +129,7 @@ def test_no_import_cycles_at_module_level():
 
 
 def test_no_import_cycles_with_lazy_imports():
-    """Imports inside functions count too: agents.run <-> agents.population_run was one (issue 13)."""
+    """Imports inside functions count too: agents.training.run <-> agents.training.population_run was one (issue 13)."""
     assert cycles(import_graph(lazy=True)) == []
 
 
@@ -180,3 +180,17 @@ def test_evaluation_package_keeps_its_names():
     from contenv.evaluation.evaluator import evaluate as moved
 
     assert evaluate is moved and Evaluator and ScriptedPolicy and evaluate_sequential
+
+
+@pytest.mark.parametrize("old", sorted(__import__("agents").MOVED))
+def test_modules_moved_into_nets_and_training_import_from_their_old_paths(old):
+    import sys
+    import warnings
+
+    sys.modules.pop(old, None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        shim = importlib.import_module(old)
+    moved = importlib.import_module(__import__("agents").MOVED[old])
+    assert shim is moved and moved.__name__ != old
+    assert any(issubclass(w.category, DeprecationWarning) and "moved to" in str(w.message) for w in caught)

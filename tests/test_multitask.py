@@ -9,7 +9,7 @@ import torch
 
 import contenv  # noqa: F401  (registers the env ids)
 from agents.multitask import MultiTaskSAC
-from agents.run import RunError, TrainArgs, train
+from agents.training.run import RunError, TrainArgs, train
 from agents.sac import SACConfig
 from contenv.multitask import MultiTaskEnv
 from contenv.evaluation.report import build_reports

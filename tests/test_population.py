@@ -14,11 +14,11 @@ import torch
 
 import contenv  # noqa: F401 - registers the scenarios
 from agents.population import Population, check_protection, parse_seeds
-from agents.population_run import train_seeds
+from agents.training.population_run import train_seeds
 from agents.protection import make_protection
-from agents.run import RunError, TrainArgs, train
+from agents.training.run import RunError, TrainArgs, train
 from agents.sac import SAC, SACConfig
-from agents.stacked import clip_per_member
+from agents.nets.stacked import clip_per_member
 from contenv.evaluation.rundir import load_run
 
 torch.set_num_threads(1)

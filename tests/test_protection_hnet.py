@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import contenv  # noqa: F401  (registers the ids)
-from agents.networks import sub_params
+from agents.nets.networks import sub_params
 from agents.protection import PROTECTIONS, make_protection, register_protection
 from agents.protection.hnet import HyperNetwork, hypernetwork_size
 from agents.sac import SAC, SACConfig, SpaceSpec

@@ -9,14 +9,14 @@ import copy
 import pytest
 import torch
 
-from agents.networks import Actor, NetworkConfig, QNetwork
-from agents.plasticity import dormant_fraction, plasticity_columns, plasticity_metrics, srank
+from agents.nets.networks import Actor, NetworkConfig, QNetwork
+from agents.training.plasticity import dormant_fraction, plasticity_columns, plasticity_metrics, srank
 from agents.protection import Protection, make_protection
 from agents.protection.cbp import ContinualBackprop
 from agents.protection.redo import ReDo, dormant_scores
 from agents.protection.shrink_perturb import ShrinkPerturb
 from agents.sac import SAC
-from agents.units import activations, body_activations, fresh_network, networks, reinit_units, unit_layers
+from agents.nets.units import activations, body_activations, fresh_network, networks, reinit_units, unit_layers
 from contenv.evaluation.metrics import learning_speed, learning_speed_trend
 from tests.protection_helpers import fill, make_agent, registered_protections, tiny_config, tiny_env  # noqa: F401
 
@@ -389,7 +389,7 @@ ALL = [("cbp", {"maturity": 3, "rate": 0.05}), ("shrink-perturb", {"every": 7}),
                                                                   ("reset-last", ALL[4][1], "gru", "relu")],
                          ids=[f"{n}-gru" for n, _ in ALL] + ["cbp-lstm", "cbp-gru-relu", "reset-last-gru-relu"])
 def test_a_checkpoint_resumes_exactly_with_every_method(name, kwargs, trunk, body, tmp_path):
-    from agents.checkpoint import load_checkpoint, save_checkpoint
+    from agents.training.checkpoint import load_checkpoint, save_checkpoint
 
     def agent():
         return SAC(tiny_env(steps_per_task=60), tiny_config(trunk, body=body),

@@ -22,7 +22,7 @@ from protection_helpers import (  # noqa: F401  (the fixture registers the metho
     tiny_env,
 )
 
-from agents.networks import Actor, NetworkConfig
+from agents.nets.networks import Actor, NetworkConfig
 from agents.protection import make_protection
 from agents.protection.common import HEAD_PREFIXES, actor_inputs, batch_to_rows, run_actor, shared_actor_names
 from agents.protection.ewc import EWC, OnlineEWC, empirical_sequence_fisher, gaussian_fisher, sampled_sequence_fisher

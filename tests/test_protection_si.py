@@ -159,7 +159,7 @@ def test_training_with_si_runs_on_every_trunk(trunk):
 
 @pytest.mark.parametrize("trunk", ["mlp", "gru"])
 def test_a_checkpoint_resumes_exactly(trunk, tmp_path):
-    from agents.checkpoint import load_checkpoint, save_checkpoint
+    from agents.training.checkpoint import load_checkpoint, save_checkpoint
 
     def agent():
         return SAC(tiny_env(steps_per_task=60), tiny_config(trunk), protection=make_protection("si"), seed=0)

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from agents.networks import Actor, NetworkConfig, RecurrentCell, TwinCritic, shared_input_features
+from agents.nets.networks import Actor, NetworkConfig, RecurrentCell, TwinCritic, shared_input_features
 from agents.replay import SequenceReplay
 from agents.sac import SAC, SACConfig, SpaceSpec
-from agents.rnn_kernels import GRUSequence
+from agents.nets.rnn_kernels import GRUSequence
 from protection_helpers import tiny_env
 
 RECURRENT = ("gru", "lstm", "mingru")
@@ -98,7 +98,7 @@ def test_stacked_gru_skips_the_backward_of_frozen_trailing_members():
 
 
 def test_stacked_call_trains_only_the_leading_members():
-    from agents.networks import _leading_trained
+    from agents.nets.networks import _leading_trained
 
     config = NetworkConfig(input_dim=3, trunk="gru", hidden_sizes=(4,), rnn_size=2)
     trained, frozen = Actor(config), Actor(config)
@@ -292,7 +292,7 @@ def test_resume_is_exact_with_default_windows(trunk):
 @pytest.mark.parametrize("kind", ["gru", "lstm"])
 def test_cuda_fused_path_equals_the_reference_on_cpu(kind):
     """The cuDNN path (``torch._VF`` with the weights passed in) runs on CPU too: same numbers."""
-    from agents.rnn_kernels import fused_rnn
+    from agents.nets.rnn_kernels import fused_rnn
 
     torch.manual_seed(3)
     cell = RecurrentCell(kind, 5, 7, chrono_horizon=20)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import contenv  # noqa: F401
-from agents.run import RunError, TrainArgs, train
+from agents.training.run import RunError, TrainArgs, train
 from contenv.evaluation.rundir import PROGRESS_FILE, load_run
 
 torch.set_num_threads(1)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import contenv
-from agents.networks import Actor, NetworkConfig, RecurrentCell, TwinCritic
+from agents.nets.networks import Actor, NetworkConfig, RecurrentCell, TwinCritic
 from agents.sac import SAC, Callback, SACConfig, SpaceSpec
 
 torch.set_num_threads(1)
@@ -39,7 +39,7 @@ def test_recurrent_cells_match_torch(kind, reference):
 
 def test_layer_norm_uses_keras_epsilon_like_continual_world():
     """CW's body is Keras: LayerNormalization(epsilon=1e-3), not torch's 1e-5 (it matters for small variances)."""
-    from agents.networks import MLPBody
+    from agents.nets.networks import MLPBody
 
     body = MLPBody(3, (4,))
     x = torch.tensor([[0.01, -0.02, 0.03]])
@@ -51,7 +51,7 @@ def test_layer_norm_uses_keras_epsilon_like_continual_world():
 
 def test_relu_body_is_plain_relu_layers_without_a_norm():
     """The plasticity literature's network: Linear -> ReLU on every layer, nothing else."""
-    from agents.networks import MLPBody
+    from agents.nets.networks import MLPBody
 
     body = MLPBody(3, (4, 5), kind="relu")
     assert not hasattr(body, "norm") and len(dict(body.named_parameters())) == 4
@@ -300,7 +300,7 @@ def test_gradient_flows_to_actor_from_actor_loss_only_through_actions():
     agent.optimizer.zero_grad(set_to_none=True)
     obs = agent.net_obs(batch.obs).contiguous()
     mean, log_std, _ = agent.actor(obs[:, :1].contiguous(), task=batch.task)
-    from agents.networks import squashed_sample
+    from agents.nets.networks import squashed_sample
 
     action, _ = squashed_sample(mean, log_std, torch.randn_like(mean))
     q = agent.critic.q1
@@ -372,7 +372,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("trunk", ["mlp", "gru"])
 def test_training_acting_and_checkpoints_on_every_device(tmp_path, device, trunk):
-    from agents.checkpoint import load_checkpoint, save_checkpoint
+    from agents.training.checkpoint import load_checkpoint, save_checkpoint
 
     def agent():
         return SAC(memory_env(), SACConfig(trunk=trunk, random_steps=5, update_after=5, update_every=5, **TINY),
@@ -436,7 +436,7 @@ def test_the_learning_benchmark_never_touches_the_replay_window_settings(tmp_pat
 
 
 def _window_defaults():
-    from agents.run import TrainArgs
+    from agents.training.run import TrainArgs
 
     args = TrainArgs()
     return args.seq_len, args.burn_in, args.batch_size

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.func import jacrev, vmap
 
-from agents.scan_cell import SCANS, MinGRUCell, linear_scan, log_space_scan
+from agents.nets.scan_cell import SCANS, MinGRUCell, linear_scan, log_space_scan
 
 # Scan vs loop, float32: every output and gradient within TOL * (largest |reference| entry).
 # Measured worst cases (T <= 1000): linear 4e-7, log 4e-5 (with resets), see the module docstring.
@@ -237,7 +237,7 @@ def test_scan_functions_directly(chunk, seed):
     ref = torch.stack(ref, 1)
     torch.testing.assert_close(linear_scan(a, b, h0, chunk=chunk), ref)
     a[0, 20] = torch.exp(torch.tensor(-60.0))  # the log scan's stand-in for 0
-    # The log scan rounds more (up to 4.3e-5 of the largest entry, agents/scan_cell.py); with torch's default
+    # The log scan rounds more (up to 4.3e-5 of the largest entry, agents/nets/scan_cell.py); with torch's default
     # float32 tolerance this check failed for about 8 % of unseeded draws (seed 6 is one: 1.4e-5 off).
     log_h = log_space_scan(a.log(), b.log(), h0, **({} if chunk is None else {"chunk": chunk}))
     torch.testing.assert_close(log_h, ref, rtol=0, atol=5e-5 * ref.abs().max().item())
@@ -332,7 +332,7 @@ def test_a_second_layer_changes_the_output_and_sees_the_first():
 
 
 def test_stacked_layers_refused_where_they_do_not_exist():
-    from agents.networks import NetworkConfig, make_cell
+    from agents.nets.networks import NetworkConfig, make_cell
     from agents.sac import SACConfig
 
     with pytest.raises(ValueError, match="stacked layers exist for 'mingru' only"):

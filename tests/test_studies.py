@@ -61,7 +61,7 @@ def test_every_study_expands_at_both_budgets_into_distinct_runs():
 
 def test_every_run_is_accepted_by_contenv_train():
     """Each distinct argument list parses as TrainArgs and passes train's own checks (no env is built)."""
-    from agents.run_common import TrainArgs, check_args
+    from agents.training.run_common import TrainArgs, check_args
 
     seen = set()
     for name in STUDIES:

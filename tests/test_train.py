@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents.checkpoint import CheckpointError
-from agents.run import RunError, TrainArgs, train
+from agents.training.checkpoint import CheckpointError
+from agents.training.run import RunError, TrainArgs, train
 from agents.sac import SAC
 from contenv.evaluation.rundir import load_run
 
@@ -167,7 +167,7 @@ def test_args_defaults_are_continual_worlds():
 
 
 def test_options_added_later_are_recorded_only_when_set_so_older_runs_still_resume():
-    from agents.run_common import make_scenario, run_config
+    from agents.training.run_common import make_scenario, run_config
 
     args = tiny_args("unused")
     config = run_config(args, make_scenario(args))
@@ -179,7 +179,7 @@ def test_options_added_later_are_recorded_only_when_set_so_older_runs_still_resu
 
 
 def test_a_run_written_before_body_and_rnn_layers_existed_resumes_and_a_changed_body_is_refused():
-    from agents.run_common import config_differences, make_scenario, run_config
+    from agents.training.run_common import config_differences, make_scenario, run_config
 
     args = tiny_args("unused", agent="gru")
     current = run_config(args, make_scenario(args))

@@ -68,7 +68,7 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:  # pragma: no cover
-    from agents.networks import Actor, TwinCritic
+    from agents.nets.networks import Actor, TwinCritic
     from agents.replay import Batch, SequenceReplay, TransitionReplay
 
 

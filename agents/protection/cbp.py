@@ -4,7 +4,7 @@ Dohare et al., "Loss of plasticity in deep continual learning", Nature 632 (2024
 their code (``shibhansh/loss-of-plasticity``, ``lop/algos/gnt.py``, the generate-and-test
 of every hidden layer; the RL runs' settings in ``lop/rl/cfg/ant/cbp.yml``). After every
 optimizer step, for every unit layer of the actor and both critics (what a unit is in the
-MLP body and in a GRU/LSTM cell: :mod:`agents.units`):
+MLP body and in a GRU/LSTM cell: :mod:`agents.nets.units`):
 
 1. every unit ages by one update;
 2. its utility is a running average (decay ``eta = 0.99``) of its *contribution*
@@ -55,7 +55,7 @@ import torch
 from torch import Tensor
 
 from agents.protection.base import Protection
-from agents.units import activations, fresh_network, networks, outgoing_bias, reinit_units, unit_layers
+from agents.nets.units import activations, fresh_network, networks, outgoing_bias, reinit_units, unit_layers
 
 if TYPE_CHECKING:  # pragma: no cover
     from agents.protection.base import Agent

@@ -41,7 +41,7 @@ from torch import Tensor
 from agents.replay import Batch, pad_rows
 
 if TYPE_CHECKING:  # pragma: no cover
-    from agents.networks import Actor
+    from agents.nets.networks import Actor
     from agents.protection.base import Agent
 
 Rows = dict[str, Tensor]

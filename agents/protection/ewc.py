@@ -87,7 +87,7 @@ from agents.protection.common import (
 from agents.protection.regulariser import WeightRegulariser
 
 if TYPE_CHECKING:  # pragma: no cover
-    from agents.networks import Actor
+    from agents.nets.networks import Actor
     from agents.protection.base import Agent
 
 FISHER_CLIP = 1e-5  # CW: per-state Fisher clipped from below
@@ -187,7 +187,7 @@ def empirical_sequence_fisher(actor: "Actor", names: list[str], inputs: Rows, ac
         actions: the replayed (squashed) actions ``[rows, T, action_dim]`` in [-1, 1].
 
     Example:
-        >>> from agents.networks import Actor, NetworkConfig
+        >>> from agents.nets.networks import Actor, NetworkConfig
         >>> actor = Actor(NetworkConfig(input_dim=2, action_dim=1, hidden_sizes=(3,)))
         >>> rows = {"obs": torch.zeros(2, 1, 2), "task": torch.zeros(2, 1, dtype=torch.long), "mask": torch.ones(2, 1)}
         >>> fisher = empirical_sequence_fisher(actor, ["mean.bias"], rows, torch.zeros(2, 1, 1))

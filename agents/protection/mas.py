@@ -46,7 +46,7 @@ from agents.protection.common import (
 from agents.protection.regulariser import WeightRegulariser
 
 if TYPE_CHECKING:  # pragma: no cover
-    from agents.networks import Actor
+    from agents.nets.networks import Actor
     from agents.protection.base import Agent
 
 

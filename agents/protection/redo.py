@@ -3,7 +3,7 @@
 Sokar, Agarwal, Castro and Evci, "The dormant neuron phenomenon in deep reinforcement
 learning", ICML 2023. Every ``every`` updates, on the update's batch, each unit ``j`` of a
 unit layer (the MLP body's layers and the recurrent cell's hidden units, as defined in
-:mod:`agents.units`) gets the score
+:mod:`agents.nets.units`) gets the score
 
     s_j = E|h_j| / mean_k E|h_k|            (expectations over the batch; k over the layer)
 
@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from agents.protection.base import Protection
-from agents.units import activations, fresh_network, networks, reinit_units, unit_layers
+from agents.nets.units import activations, fresh_network, networks, reinit_units, unit_layers
 
 if TYPE_CHECKING:  # pragma: no cover
     from agents.protection.base import Agent

@@ -14,7 +14,7 @@ critic ``head``), 2 = also the last body layer, ... up to the recurrent cell. De
 SAC; with CW's one head per task the heads of old tasks are reset too.
 
 Example:
-    >>> from agents.networks import Actor, NetworkConfig
+    >>> from agents.nets.networks import Actor, NetworkConfig
     >>> reset_prefixes(Actor(NetworkConfig(input_dim=3, trunk="gru", hidden_sizes=(8, 8))), 2)
     ['body.layers.1.', 'mean.', 'log_std.']
     >>> ResetLast(layers=0)  # doctest: +ELLIPSIS
@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from agents.networks import Actor
+from agents.nets.networks import Actor
 from agents.protection.base import Protection
-from agents.units import fresh_network, optimizer_moments
+from agents.nets.units import fresh_network, optimizer_moments
 
 if TYPE_CHECKING:  # pragma: no cover
     from agents.protection.base import Agent

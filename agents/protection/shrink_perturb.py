@@ -6,7 +6,7 @@ on new data, every weight becomes
     theta <- shrink * theta + perturb * theta_fresh
 
 with ``theta_fresh`` a new draw from the network's initialisation (here the network's own
-constructor, see :func:`agents.units.fresh_network`). Applied at every task start but the
+constructor, see :func:`agents.nets.units.fresh_network`). Applied at every task start but the
 first (the paper's warm start) and, with ``every=k``, also after every ``k``-th update
 (the continual form, as in Dohare et al. 2024's shrink-and-perturb runs). Actor and both
 critics are treated; the target critic gets the same operation with the same fresh
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from agents.protection.base import Protection
-from agents.units import fresh_network
+from agents.nets.units import fresh_network
 
 if TYPE_CHECKING:  # pragma: no cover
     from agents.protection.base import Agent

@@ -2,7 +2,7 @@
 and fresh weights from the networks' own initialisation.
 
 Used by the plasticity methods (continual backprop, ReDo, shrink-and-perturb, resets in
-``agents.protection``) and the plasticity metrics (``agents.plasticity``).
+``agents.protection``) and the plasticity metrics (``agents.training.plasticity``).
 
 What a unit is. A *unit layer* is a set of ``width`` units; unit ``j`` owns
 
@@ -44,7 +44,7 @@ A new trunk is one entry of :data:`CELL_UNITS` (its incoming slices with their g
 block count, and its recurrent outgoing slices); the body and heads are shared.
 
 Example:
-    >>> from agents.networks import Actor, NetworkConfig
+    >>> from agents.nets.networks import Actor, NetworkConfig
     >>> actor = Actor(NetworkConfig(input_dim=3, trunk="gru", hidden_sizes=(8, 6), rnn_size=5))
     >>> [(layer.name, layer.width) for layer in unit_layers(actor)]
     [('cell', 5), ('body.0', 8), ('body.1', 6)]
@@ -63,8 +63,8 @@ from typing import TYPE_CHECKING, Iterator
 import torch
 from torch import Tensor, nn
 
-from agents.networks import Actor, QNetwork
-from agents.scan_cell import layer_param_names
+from agents.nets.networks import Actor, QNetwork
+from agents.nets.scan_cell import layer_param_names
 
 if TYPE_CHECKING:  # pragma: no cover
     from agents.replay import Batch
@@ -113,12 +113,12 @@ class UnitLayer:
 
 
 def unit_layers(net: nn.Module) -> list[UnitLayer]:
-    """The unit layers of an :class:`~agents.networks.Actor` or :class:`~agents.networks.QNetwork`."""
+    """The unit layers of an :class:`~agents.nets.networks.Actor` or :class:`~agents.nets.networks.QNetwork`."""
     config = net.config
     layers: list[UnitLayer] = []
     if config.recurrent:
         if config.trunk not in CELL_UNITS:
-            raise ValueError(f"no unit table for trunk {config.trunk!r}; add it to agents.units.CELL_UNITS "
+            raise ValueError(f"no unit table for trunk {config.trunk!r}; add it to agents.nets.units.CELL_UNITS "
                              f"(known: {', '.join(CELL_UNITS)})")
         layers += cell_unit_layers(config)
     heads = ("mean.weight", "log_std.weight") if isinstance(net, Actor) else ("head.weight",)
@@ -163,7 +163,7 @@ def networks(agent: "SAC") -> list[tuple[str, nn.Module]]:
 
 
 def body_activations(body: nn.Module, p: dict[str, Tensor], prefix: str, x: Tensor) -> list[Tensor]:
-    """Every hidden layer's output of an :class:`~agents.networks.MLPBody`, of either kind."""
+    """Every hidden layer's output of an :class:`~agents.nets.networks.MLPBody`, of either kind."""
     return body.layer_outputs(p, prefix, x)
 
 

@@ -9,7 +9,7 @@ directory holds
   ``step``, ``active_task``, ``test/<mode>/<i>/<task>/{success,return,length}`` of every
   position (batched evaluator), training statistics ``train/...`` and plasticity
   readouts ``plasticity/<actor|q1|q2>/<dormant|srank|weight_norm|grad_norm>``
-  (:mod:`agents.plasticity`, on one replay batch per eval point);
+  (:mod:`agents.training.plasticity`, on one replay batch per eval point);
 - ``tensorboard/``: the same numbers plus throughput, as TensorBoard events;
 - ``checkpoints/checkpoint.pt``: the latest resumable checkpoint (at every task end and
   at the first episode end after every ``checkpoint_every`` steps), and
@@ -39,10 +39,10 @@ from pathlib import Path
 
 import torch
 
-from agents.population_run import train_seeds
-from agents.checkpoint import load_checkpoint
+from agents.training.population_run import train_seeds
+from agents.training.checkpoint import load_checkpoint
 from agents.protection import make_protection
-from agents.run_common import (CHECKPOINT_DIR, CHECKPOINT_FILE, RUNTIME_KEYS, RunCallback, RunError, TrainArgs,
+from agents.training.run_common import (CHECKPOINT_DIR, CHECKPOINT_FILE, RUNTIME_KEYS, RunCallback, RunError, TrainArgs,
                                check_args, config_differences, default_run_dir, eval_seed, keep_freed_memory,
                                make_scenario, prepare_run_dir, resolve_device, run_config, train_columns)
 from agents.sac import SAC
@@ -102,7 +102,7 @@ def train(args: TrainArgs) -> Path:
     return run_dir
 
 
-# The shared pieces live in agents.run_common; they stay importable from here.
+# The shared pieces live in agents.training.run_common; they stay importable from here.
 __all__ = ["TrainArgs", "RunError", "RunCallback", "train", "make_scenario", "run_config", "config_differences",
            "eval_seed", "check_args", "prepare_run_dir", "resolve_device", "default_run_dir", "train_columns",
            "CHECKPOINT_DIR", "CHECKPOINT_FILE", "RUNTIME_KEYS"]

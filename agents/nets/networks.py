@@ -10,7 +10,7 @@ reads ``named_parameters()``).
 
 Every weight may also carry a leading member axis (``[K, out, in]``): a population
 (:mod:`agents.population`) folds its members' rows member-major into the batch axis and
-the same code runs all members at once, through :mod:`agents.stacked`.
+the same code runs all members at once, through :mod:`agents.nets.stacked`.
 
 Shapes: every input has a batch and a time axis, ``[B, T, ...]``; the MLP treats every
 step on its own, the recurrent trunks carry a state along ``T``.
@@ -56,9 +56,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agents.rnn_kernels import GRUSequence, functorch_active, fused_rnn, gru_sequence, sequence_kernel
-from agents.scan_cell import MinGRUCell, layer_param_names
-from agents.stacked import dense, is_stacked, layer_norm, members
+from agents.nets.rnn_kernels import GRUSequence, functorch_active, fused_rnn, gru_sequence, sequence_kernel
+from agents.nets.scan_cell import MinGRUCell, layer_param_names
+from agents.nets.stacked import dense, is_stacked, layer_norm, members
 
 TRUNKS = ("mlp", "gru", "lstm", "mingru")
 BODIES = ("cw", "relu")
@@ -163,7 +163,7 @@ def _glorot_linear(in_features: int, out_features: int) -> nn.Linear:
 
 
 def _linear(p: Params, name: str, x: Tensor) -> Tensor:
-    return dense(x, p[name + ".weight"], p[name + ".bias"])  # plain or stacked weights (agents.stacked)
+    return dense(x, p[name + ".weight"], p[name + ".bias"])  # plain or stacked weights (agents.nets.stacked)
 
 
 def pick_head(out: Tensor, task: Tensor | None, num_heads: int) -> Tensor:
@@ -269,7 +269,7 @@ class RecurrentCell(nn.Module):
         """``x [B, T, in]`` -> outputs ``[B, T, size]`` and the last state ``[B, state_size]``.
 
         ``reset [B, T]`` (bool) zeroes a row's state *before* the step where it is true.
-        A sequence kernel (:mod:`agents.rnn_kernels`) runs all steps where one applies;
+        A sequence kernel (:mod:`agents.nets.rnn_kernels`) runs all steps where one applies;
         :meth:`run_loop` is the step-by-step reference it is tested against.
         """
         if state is None:
@@ -341,7 +341,7 @@ class RecurrentCell(nn.Module):
 
 def make_cell(trunk: str, input_dim: int, size: int, chrono_horizon: int = 0, layers: int = 1) -> nn.Module:
     """The recurrent cell of a trunk: :class:`RecurrentCell` (GRU, LSTM) or
-    :class:`agents.scan_cell.MinGRUCell` (the parallel-scan trunk ``"mingru"``).
+    :class:`agents.nets.scan_cell.MinGRUCell` (the parallel-scan trunk ``"mingru"``).
 
     Chrono initialisation of the minGRU: its update gate ``z`` *writes* (``h = (1 - z) h +
     z h~``), so its bias is ``-log U(1, T_max - 1)``, keeping ``1 - z`` between 1/2 and
@@ -553,8 +553,8 @@ def shared_input_features(
 
     The SAC update runs five cells over one batch (actor, two critics, two target
     critics). GRU cells on CPU run as one stacked sequence kernel (one batched matrix
-    product per step for all of them; :class:`agents.rnn_kernels.GRUSequence`), minGRU
-    cells as one scan per layer (:meth:`agents.scan_cell.MinGRUCell.run_members`); anything
+    product per step for all of them; :class:`agents.nets.rnn_kernels.GRUSequence`), minGRU
+    cells as one scan per layer (:meth:`agents.nets.scan_cell.MinGRUCell.run_members`); anything
     else runs trunk by trunk. Either way the result equals ``trunk.features(...)``.
     """
     params = [own_params(trunk, p) for trunk, p in trunks]

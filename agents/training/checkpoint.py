@@ -26,7 +26,7 @@ Example:
     >>> read_checkpoint(path)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    agents.checkpoint.CheckpointError: .../checkpoint.pt: truncated: ...
+    agents.training.checkpoint.CheckpointError: .../checkpoint.pt: truncated: ...
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.finite import check_finite_state
+from agents.training.finite import check_finite_state
 from contenv.atomic import atomic_file
 
 MAGIC = b"CONTENV-CHECKPOINT v1"

@@ -60,7 +60,7 @@ parallelization of a ubiquitous sequential computation", arXiv 2311.06281):
 Both scans, deliberate difference: the initial state enters *outside* any logarithm (as
 ``A_t * h_0``). The paper's code takes ``log g(h_0)`` (it treats ``h_0`` as a
 pre-activation); here the state is the cell's own output ``h`` (the convention of
-:class:`agents.networks.RecurrentCell`), so ``run`` continues exactly where a previous call
+:class:`agents.nets.networks.RecurrentCell`), so ``run`` continues exactly where a previous call
 stopped, and a zero or negative state needs no ``log`` (``log 0`` would give ``-inf`` and NaN
 gradients). A reset at ``t = 0`` zeroes ``h_0`` exactly.
 
@@ -102,7 +102,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agents.stacked import dense, members
+from agents.nets.stacked import dense, members
 
 Params = Mapping[str, Tensor]
 
@@ -236,7 +236,7 @@ def layer_param_names(layer: int) -> tuple[str, str]:
 class MinGRUCell(nn.Module):
     """minGRU cell (Feng et al. 2024) with explicit weights; see the module docstring.
 
-    Same interface as :class:`agents.networks.RecurrentCell`: parameters ``weight_ih``
+    Same interface as :class:`agents.nets.networks.RecurrentCell`: parameters ``weight_ih``
     ``[2 * size, input_dim]`` (rows ``[z | h~]``) and ``bias_ih`` ``[2 * size]``, the state
     ``[B, layers * size]`` holds every layer's ``h``, and :meth:`run` reads the weights from a
     dict and returns the last layer's outputs.
@@ -320,7 +320,7 @@ class MinGRUCell(nn.Module):
         outputs, last = self.run_layers(p, prefix, x, state, reset, sequential=True)
         return outputs[-1], last
 
-    run_loop = run_sequential  # the name every cell's step-by-step reference has (agents.networks)
+    run_loop = run_sequential  # the name every cell's step-by-step reference has (agents.nets.networks)
 
     def run_members(self, params: list[Params], prefix: str, x: Tensor, states: list[Tensor | None]) -> Tensor:
         """``M`` cells of this shape over the same input ``x [B, T, in]`` (no resets), one scan per

@@ -1,8 +1,8 @@
 """What every training run shares: its arguments, their checks, the run directory and the logging callback.
 
-:mod:`agents.run` (one seed) and :mod:`agents.population_run` (several seeds in one process) both build
-on this module, so neither imports the other's internals: ``agents.run.train`` dispatches to
-``agents.population_run.train_seeds`` and ``population_run`` needs nothing from ``run``.
+:mod:`agents.training.run` (one seed) and :mod:`agents.training.population_run` (several seeds in one process) both build
+on this module, so neither imports the other's internals: ``agents.training.run.train`` dispatches to
+``agents.training.population_run.train_seeds`` and ``population_run`` needs nothing from ``run``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import torch
 import tyro
 
 import contenv
-from agents.checkpoint import save_checkpoint
-from agents.networks import TRUNKS
-from agents.plasticity import plasticity_columns, plasticity_metrics
+from agents.training.checkpoint import save_checkpoint
+from agents.nets.networks import TRUNKS
+from agents.training.plasticity import plasticity_columns, plasticity_metrics
 from agents.protection import PROTECTIONS, make_protection
 from agents.sac import SAC, Callback, SACConfig
 from contenv.continual import ContinualEnv

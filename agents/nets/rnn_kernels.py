@@ -19,7 +19,7 @@ replace the loop where they apply (:func:`sequence_kernel` picks one):
 
 Every kernel computes exactly PyTorch's equations (``r, z, n`` for the GRU, ``i, f, g, o``
 for the LSTM), and the tests check outputs and gradients against the step-by-step
-reference (:meth:`agents.networks.RecurrentCell.run_loop`). The loop stays in use where
+reference (:meth:`agents.nets.networks.RecurrentCell.run_loop`). The loop stays in use where
 a kernel cannot be: under ``torch.func`` transforms (``vmap`` over seeds, per-row
 Jacobians in EWC/MAS), and for LSTM/CUDA rows whose state is reset in the middle of a
 sequence (the GRU function handles resets itself).

@@ -2,7 +2,7 @@
 
 A population (:mod:`agents.population`) keeps the weights of its ``K`` members stacked:
 a layer's weight is ``[K, out, in]`` instead of ``[out, in]``, its bias ``[K, out]``. The
-networks (:mod:`agents.networks`) stay written once: their inputs fold the members into the
+networks (:mod:`agents.nets.networks`) stay written once: their inputs fold the members into the
 batch axis, member-major (rows ``k * B .. (k + 1) * B - 1`` belong to member ``k``), and every
 operation that touches a weight goes through the functions here, which look at the
 weight's rank: a plain weight runs the usual kernel (so a single run computes exactly what it

@@ -2,7 +2,7 @@
 
 For each network (``actor``, ``q1``, ``q2``), on one replay batch:
 
-- ``dormant``: fraction of hidden units (all unit layers, :mod:`agents.units`) that are
+- ``dormant``: fraction of hidden units (all unit layers, :mod:`agents.nets.units`) that are
   tau-dormant in the sense of Sokar et al. (ICML 2023): score
   ``E|h_j| / mean_k E|h_k| <= tau`` within the unit's layer, tau = 0.1;
 - ``srank``: effective rank of the last hidden layer's features (the heads' input),
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agents.units import activations, networks, unit_layers
+from agents.nets.units import activations, networks, unit_layers
 
 if TYPE_CHECKING:  # pragma: no cover
     from agents.sac import SAC

@@ -1,6 +1,6 @@
 """``contenv train --seeds 0-9``: several seeds of one run trained as one population, one run directory each.
 
-:func:`train_seeds` is :func:`agents.run.train` for a seed list: the seeds train stacked in
+:func:`train_seeds` is :func:`agents.training.run.train` for a seed list: the seeds train stacked in
 one :class:`~agents.population.Population` (any method it trains, with the run's
 ``--protection-kwargs``), and seed ``k`` writes ``<run-dir>/seed<k>`` in
 exactly the format of a single-seed run (``config.json`` with its ``seed``,
@@ -34,8 +34,8 @@ import torch
 
 from agents.population import Population, check_protection, parse_seeds
 from agents.protection import make_protection
-from agents.checkpoint import load_checkpoint
-from agents.run_common import (CHECKPOINT_DIR, CHECKPOINT_FILE, RunCallback, RunError, TrainArgs, check_args,
+from agents.training.checkpoint import load_checkpoint
+from agents.training.run_common import (CHECKPOINT_DIR, CHECKPOINT_FILE, RunCallback, RunError, TrainArgs, check_args,
                                default_run_dir, keep_freed_memory, make_scenario, prepare_run_dir, resolve_device,
                                run_config)
 from contenv.evaluation.rundir import RunWriter
