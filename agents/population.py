@@ -263,10 +263,12 @@ class _StackedLoss:
             if noise.shape[1] < like.shape[1]:
                 noise = torch.cat([noise, noise.new_zeros(shape[0], like.shape[1] - shape[1], *shape[2:])], dim=1)
             draws.append(noise)
-        return torch.cat(draws)
+        return draws[0] if len(draws) == 1 else torch.cat(draws)
 
     def compute(self, batch: Batch, noise_shapes: list[list[tuple[int, ...]]], rows_per_member: int):
-        self._rows = member_rows(self.population.size, rows_per_member, self.device)
+        key = (self.population.size, rows_per_member)
+        if getattr(self, "_rows_key", None) != key:  # the same every update: made once
+            self._rows, self._rows_key = member_rows(self.population.size, rows_per_member, self.device), key
         self._noise_shapes = noise_shapes
         loss, metrics = SAC.compute_loss(self, batch, include_protection=False)
         if self._noise_shapes:
@@ -595,6 +597,8 @@ class Population:
         else:  # current, then next actions
             shapes = [[(b.batch_size, b.steps, action_dim)] * 2 for b in batches]
         noise_shapes = [list(per_draw) for per_draw in zip(*shapes)]
+        if self.size == 1:  # nothing to fold (a copy of every field saved)
+            return first, noise_shapes, first.batch_size
         fields = {name: torch.cat([getattr(b, name) for b in batches])
                   for name in _BATCH_FIELDS if getattr(first, name) is not None}
         return Batch(**fields), noise_shapes, first.batch_size

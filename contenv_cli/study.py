@@ -54,7 +54,9 @@ class StudyArgs:
     retries: int = 2
     """Times a failed run is resumed from its checkpoint before it counts as failed."""
     population_size: int = 16
-    """Most runs of one method and cell trained together as one population (1: one process each)."""
+    """Most runs of one method and cell trained together as one population (1: one process each). 16: the
+    studies' here budgets train small agents, for which 16 members gave x2.76 the steps per second of
+    separate runs (scripts/bench_population.py; docs/populations.md)."""
     dry_run: bool = False
     """Print the plan (every run, its state and its command) and run nothing."""
     report_only: bool = False

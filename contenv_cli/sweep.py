@@ -20,7 +20,7 @@ Arguments after ``--`` go to every ``contenv train`` call unchanged (``contenv s
 
 Populations: the trials of one scenario and method differ only by seed, so they train as one
 population (``contenv train --seeds a,b,c``, :mod:`agents.population`) of at most
-``--population-size`` members, each still writing its own ``seed<k>`` directory; methods a
+``--population-size`` members (default 4), each still writing its own ``seed<k>`` directory; methods a
 population cannot train (HNET, VCL, PackNet) and ``--population-size 1`` run one process per
 trial. A population that fails is retried trial by trial (``--resume``), so one bad seed costs
 only itself.
@@ -66,10 +66,12 @@ class SweepArgs:
     """Concurrent trials (local backend) / CPUs reserved per trial is 1 (ray backend)."""
     retries: int = 2
     """Times a failed trial is resumed from its checkpoint before it counts as failed."""
-    population_size: int = 16
-    """Most trials trained together as one population (1: one process per trial). 16 from
-    ``scripts/bench_population.py``: on the memory-load agent K=16 trains about 4x the steps per
-    second of separate runs, K=64 little more (README, "Populations")."""
+    population_size: int = 4
+    """Most trials trained together as one population (1: one process per trial). 4 from
+    ``scripts/bench_population.py`` on this 2-core CPU: with CW's MLP and the default GRU a
+    population of 4 trains as fast as separate runs or a little faster (x1.12, x1.02), a larger one
+    slower for the GRU (x0.90 at 16); small agents gain more from more members (the memory-load
+    agent: x1.80 at 4, x2.76 at 16), so ``contenv study`` uses 16 (docs/populations.md)."""
     dry_run: bool = False
     """Print the trials and their state, run nothing."""
 

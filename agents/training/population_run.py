@@ -36,7 +36,7 @@ from agents.population import Population, check_protection, parse_seeds
 from agents.protection import make_protection
 from agents.training.checkpoint import load_checkpoint
 from agents.training.run_common import (CHECKPOINT_DIR, CHECKPOINT_FILE, RunCallback, RunError, TrainArgs, check_args,
-                               default_run_dir, keep_freed_memory, make_scenario, prepare_run_dir, resolve_device,
+                               default_run_dir, make_scenario, prepare_run_dir, resolve_device,
                                run_config)
 from contenv.evaluation.rundir import RunWriter
 
@@ -80,7 +80,6 @@ def train_seeds(args: TrainArgs) -> Path:
                 raise RunError(f"run directory {run_dir} already exists and is not empty; pass --resume to continue "
                                "it, or choose another --run-dir (nothing is ever overwritten)")
     torch.set_num_threads(args.torch_threads)
-    keep_freed_memory()
     protections = [make_protection(one.protection, **config["protection_kwargs"]) for one, config in zip(per_seed, configs)]
     try:  # built before any run directory: a refusal here (spaces, method, memory) leaves nothing behind
         trainer = Population(envs, args.sac_config(), seeds=[one.seed for one in per_seed], device=device,

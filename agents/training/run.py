@@ -43,7 +43,7 @@ from agents.training.population_run import train_seeds
 from agents.training.checkpoint import load_checkpoint
 from agents.protection import make_protection
 from agents.training.run_common import (CHECKPOINT_DIR, CHECKPOINT_FILE, RUNTIME_KEYS, RunCallback, RunError, TrainArgs,
-                               check_args, config_differences, default_run_dir, eval_seed, keep_freed_memory,
+                               check_args, config_differences, default_run_dir, eval_seed,
                                make_scenario, prepare_run_dir, resolve_device, run_config, train_columns)
 from agents.sac import SAC
 from contenv.evaluation.rundir import RunWriter
@@ -68,7 +68,6 @@ def train(args: TrainArgs) -> Path:
         env = MultiTaskEnv.from_sequence(env)
     config = run_config(args, env)
     torch.set_num_threads(args.torch_threads)
-    keep_freed_memory()
     protection = make_protection(args.protection, **config["protection_kwargs"])
     if args.multitask:
         from agents.multitask import MultiTaskSAC as agent_class

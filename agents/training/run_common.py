@@ -289,33 +289,6 @@ def prepare_run_dir(args: TrainArgs, config: dict[str, Any]) -> Path:
     return run_dir
 
 
-# glibc's mallopt parameters (malloc.h): M_TRIM_THRESHOLD, M_MMAP_THRESHOLD.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_MMAP_THRESHOLD_MAX = 32 * 2**20  # glibc's upper limit on 64-bit
-
-
-def keep_freed_memory() -> bool:
-    """Let glibc keep freed blocks for reuse instead of returning them to the kernel.
-
-    A SAC update allocates and frees tensors of a few MiB each; by default glibc serves
-    every block over 128 KiB with a fresh ``mmap`` and unmaps it on free, so each such tensor
-    costs page faults and zeroing again (measured with ``scripts/bench_population.py``: the
-    memory-load agent's single run went from 103 to 144 steps/s with the two settings below).
-    Raising the mmap threshold to glibc's maximum (32 MiB) and never trimming the heap keeps
-    those pages. The process then holds its peak heap until it exits, which a training run
-    does anyway. Applied by the training commands; a no-op (False) where glibc is absent.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
