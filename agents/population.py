@@ -365,7 +365,6 @@ class Population:
         self._pending_reset: set[int] = set()
         self._build()
         self.optimizer = self._make_optimizer()
-        self._task_of_optimizer = first.current_task
 
     def _build(self) -> None:
         """Stack the members' weights and set up what reads them (at the start, and after
@@ -493,7 +492,6 @@ class Population:
         self.optimizer.load_state_dict(shared)
         self._linked = False
         self._link_optimizer_states()
-        self._task_of_optimizer = self.members[0].current_task
 
     # ------------------------------------------------------------------ training loop
     @property
@@ -531,7 +529,6 @@ class Population:
             raise RuntimeError("the members left lockstep (their envs change task at different steps); "
                                "a population needs envs with the same task budget")
         self._apply_fresh_resets()
-        self._task_of_optimizer = lead.current_task
         if self.recurrent or lead.task_steps >= self.config.random_steps:
             self._act()
         episode_over = [member._env_step() for member in self.members]
