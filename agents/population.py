@@ -395,13 +395,13 @@ class Population:
             if len(protection) != size:
                 raise ValueError(f"a population of {size} members needs {size} protection objects, got {len(protection)}")
             methods = list(protection)
+        elif isinstance(protection, (str, type(None))):
+            methods = [make_protection(protection or "finetune") for _ in range(size)]
+        elif size > 1:
+            raise ValueError("a population shares no protection object between members: pass a method name "
+                             "or one object per member")
         else:
-            methods = [make_protection(protection or "finetune") if isinstance(protection, (str, type(None)))
-                       else protection] + [None] * (size - 1)
-            if size > 1 and not isinstance(protection, (str, type(None))):
-                raise ValueError("a population shares no protection object between members: pass a method name "
-                                 "or one object per member")
-            methods = [methods[0]] + [make_protection(protection or "finetune") for _ in range(size - 1)]
+            methods = [protection]
         names = {getattr(m, "name", type(m).__name__) for m in methods}
         if len(names) > 1:
             raise ValueError(f"the members of a population train one method, got {sorted(names)}")
